@@ -1,0 +1,16 @@
+//! Jetway: a Kubernetes operator for NATS JetStream.
+//!
+//! Custom resources declare streams, consumers, connections and worker pools; the
+//! operator makes JetStream match them and reports what it found in their status.
+//! [`run::run`] wires one operator process; the binary in `main.rs` only parses the
+//! command line and calls it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod crds;
+pub mod http;
+pub mod metrics;
+pub mod nats;
+pub mod run;
+pub mod shutdown;
+pub mod telemetry;

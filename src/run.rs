@@ -1,0 +1,92 @@
+//! One operator process: connect to Kubernetes and NATS, serve the HTTP endpoints,
+//! and run until the shutdown token is cancelled. The binary and the integration
+//! tests call the same [`run`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{self, Health};
+use crate::nats::{ConnectError, NatsSettings};
+
+pub struct Config {
+    /// How to reach Kubernetes (in-cluster, KUBECONFIG, or built by a test).
+    pub kube: kube::Config,
+    /// The default NATS connection, for objects without a `connectionRef`.
+    pub nats: NatsSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the Kubernetes client")]
+    KubeClient(#[source] kube::Error),
+    #[error("reaching the Kubernetes API server")]
+    KubeUnreachable(#[source] kube::Error),
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error("listening on {addr}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("serving HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the operator until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let kube = kube::Client::try_from(config.kube).map_err(RunError::KubeClient)?;
+    let version = kube.apiserver_version().await.map_err(RunError::KubeUnreachable)?;
+    tracing::info!(version = %version.git_version, "connected to Kubernetes");
+
+    let nats = config.nats.connect("jetway").await?;
+    let health = Arc::new(Health::default());
+    let listener =
+        http::bind(config.http_addr).await.map_err(|source| RunError::Bind { addr: config.http_addr, source })?;
+    tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz and /readyz");
+    let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
+
+    tokio::select! {
+        () = wait_for_jetstream(&nats) => health.set_ready(true),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancelled().await;
+
+    health.set_ready(false);
+    if let Err(err) = nats.drain().await {
+        tracing::warn!(error = %err, "draining the NATS connection");
+    }
+    match server.await {
+        Ok(result) => result.map_err(RunError::Serve)?,
+        Err(join) => tracing::error!(error = %join, "the HTTP server task failed"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits, retrying with backoff for as long as it takes, until the JetStream API of
+/// the default connection answers, and logs what the account holds.
+async fn wait_for_jetstream(nats: &async_nats::Client) {
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times();
+    let account = (|| jetstream.query_account())
+        .retry(backoff)
+        .notify(|err, next| tracing::warn!(error = %err, retry_in = ?next, "JetStream is not answering yet"))
+        .await;
+    match account {
+        Ok(account) => tracing::info!(
+            streams = account.streams,
+            consumers = account.consumers,
+            memory_bytes = account.memory,
+            storage_bytes = account.storage,
+            "connected to JetStream"
+        ),
+        Err(err) => tracing::error!(error = %err, "JetStream never answered"),
+    }
+}

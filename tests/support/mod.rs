@@ -1,0 +1,111 @@
+//! What every integration test stands on: the test ground (attached to when the test
+//! command started one, started here when `cargo test` runs bare), a namespace of
+//! its own, unique JetStream names, and polling with deadlines.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use jetway_testground::{Attached, Ground, GroundOptions, Tools};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use rand::distr::{Alphanumeric, SampleString};
+
+pub use jetway_testground::wait::until as wait_until;
+
+/// How long a test waits for something the servers do on their own.
+pub const EVENTUALLY: Duration = Duration::from_secs(60);
+/// How often it looks.
+pub const POLL: Duration = Duration::from_millis(100);
+
+static GROUND: OnceLock<Attached> = OnceLock::new();
+
+/// The shared test ground: attached to from the environment, or started once per
+/// test binary (its servers stop when the binary exits, however it exits).
+pub fn ground() -> &'static Attached {
+    GROUND.get_or_init(|| {
+        if let Some(attached) = Attached::from_env() {
+            return attached;
+        }
+        // Started on a runtime of its own: each test has one, and the servers must
+        // outlive them all.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let ground = runtime
+                .block_on(async { Ground::start(Tools::locate()?, &GroundOptions::default()).await })
+                .expect("starting the test ground");
+            let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
+            // Never dropped: its lifeline stops the servers when this process ends.
+            Box::leak(Box::new(ground));
+            attached
+        })
+        .join()
+        .expect("the test ground thread")
+    })
+}
+
+/// The tools (nats-server, kubectl, nats, helm) of the test ground.
+pub fn tools() -> Tools {
+    Tools::locate().expect("locating the test ground's tools")
+}
+
+/// One test's view of the ground: its own namespace, clients, and a suffix that
+/// makes its JetStream names unique.
+pub struct TestContext {
+    pub client: Client,
+    pub namespace: String,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub kubeconfig: PathBuf,
+    pub nats_url: String,
+    suffix: String,
+}
+
+impl TestContext {
+    /// Creates the namespace `<test>-<random>` and connects to both servers.
+    pub async fn new(test: &str) -> Self {
+        let ground = ground();
+        let client = jetway_testground::kube::client_from_kubeconfig(&ground.kubeconfig).await.expect("a kube client");
+        let suffix = Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase();
+        let mut base: String =
+            test.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        base.truncate(50);
+        let namespace = format!("{}-{suffix}", base.trim_matches('-'));
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
+        let nats = async_nats::connect(&ground.nats_url).await.expect("connecting to the test nats-server");
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        Self {
+            client,
+            namespace,
+            nats,
+            jetstream,
+            kubeconfig: ground.kubeconfig.clone(),
+            nats_url: ground.nats_url.clone(),
+            suffix,
+        }
+    }
+
+    /// `name` made unique to this test, for JetStream streams and consumers that
+    /// share one server with every other test.
+    pub fn unique(&self, name: &str) -> String {
+        format!("{name}_{}", self.suffix.to_uppercase())
+    }
+
+    /// A namespaced API in this test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
