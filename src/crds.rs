@@ -3,10 +3,13 @@
 use std::io::Write;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use crate::api::stream::Stream;
 
 /// Every CRD Jetway serves.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    Vec::new()
+    vec![Stream::crd()]
 }
 
 /// Writes all CRDs as one multi-document YAML stream.
@@ -16,4 +19,31 @@ pub fn print(out: &mut impl Write) -> anyhow::Result<()> {
         out.write_all(serde_saphyr::to_string(&crd)?.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_crds_are_the_generated_ones() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/jetway.crds.yaml");
+        let checked_in = std::fs::read_to_string(path).expect("crds/jetway.crds.yaml");
+        let mut generated = Vec::new();
+        print(&mut generated).expect("printing the CRDs");
+        assert!(
+            checked_in == String::from_utf8(generated).expect("utf-8"),
+            "crds/ is out of date: run `cargo run -- crds > crds/jetway.crds.yaml` and commit the result"
+        );
+    }
+
+    #[test]
+    fn every_crd_is_namespaced_in_the_jetway_group_and_category() {
+        for crd in all() {
+            assert_eq!(crd.spec.group, crate::api::GROUP);
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["jetway".to_owned()][..]));
+            assert!(crd.spec.versions.iter().all(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some())));
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! command line and calls it.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod crds;
 pub mod http;

@@ -1,0 +1,131 @@
+//! The generated CRDs on a real kube-apiserver: NACK's manifests are accepted with
+//! only their apiVersion changed, and bad input is refused at once, naming the field.
+
+mod support;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Error};
+use serde_json::{Value, json};
+use support::{EVENTUALLY, POLL, TestContext, wait_until};
+
+const NACK_EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
+
+/// Applies Jetway's CRDs (idempotently: tests share the cluster) and waits until
+/// the apiserver serves them.
+async fn install_crds(ctx: &TestContext) {
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    for crd in jetway::crds::all() {
+        let name = crd.metadata.name.clone().expect("a name");
+        crds.patch(&name, &PatchParams::apply("jetway-tests").force(), &Patch::Apply(&crd)).await.expect("applying");
+        wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
+            let crd = crds.get(&name).await?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+        })
+        .await
+        .expect("Established");
+    }
+}
+
+/// A dynamic API for one Jetway kind in the test's namespace.
+fn api(ctx: &TestContext, plural: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk(jetway::api::GROUP, "v1alpha1", kind);
+    let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource)
+}
+
+fn object(value: Value) -> kube::api::DynamicObject {
+    serde_json::from_value(value).expect("an object")
+}
+
+fn refusal(result: Result<impl Sized, Error>) -> String {
+    match result {
+        Err(Error::Api(status)) if status.code == 422 => status.message,
+        Err(other) => panic!("expected 422 Invalid, got {other}"),
+        Ok(_) => panic!("expected the apiserver to refuse it"),
+    }
+}
+
+/// The NACK example manifests of one kind, with their apiVersion changed to Jetway's.
+fn nack_examples(kind: &str) -> Vec<Value> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(NACK_EXAMPLES).expect("../shared/nack-examples") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for document in text.split("\n---").filter(|d| d.trim().trim_start_matches("---").trim() != "") {
+            let mut value: Value = serde_saphyr::from_str(document).expect("YAML");
+            if value["kind"] == kind && value["spec"].get("servers").is_none() {
+                value["apiVersion"] = json!("jetway.dev/v1alpha1");
+                found.push(value);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn nack_stream_examples_are_accepted_with_only_their_api_version_changed() {
+    let ctx = TestContext::new("nack-streams").await;
+    install_crds(&ctx).await;
+    let streams = api(&ctx, "streams", "Stream");
+    let examples = nack_examples("Stream");
+    assert!(examples.len() >= 4, "stream, mirror, placement and sources examples: {}", examples.len());
+    for example in examples {
+        let name = example["metadata"]["name"].clone();
+        streams.create(&PostParams::default(), &object(example)).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_stream_with_bad_values_is_refused_naming_the_field() {
+    let ctx = TestContext::new("stream-schema").await;
+    install_crds(&ctx).await;
+    let streams = api(&ctx, "streams", "Stream");
+    let stream = |spec: Value| {
+        object(
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": "bad"}, "spec": spec}),
+        )
+    };
+    for (spec, field) in [
+        (json!({"storage": "disk"}), "spec.storage"),
+        (json!({"maxAge": "1 day"}), "spec.maxAge"),
+        (json!({"replicas": 7}), "spec.replicas"),
+        (json!({"name": "has.dots"}), "spec.name"),
+        (json!({"mirror": {"name": "origin"}, "subjects": ["a"]}), "spec.subjects"),
+    ] {
+        let message = refusal(streams.create(&PostParams::default(), &stream(spec.clone())).await);
+        assert!(message.contains(field), "{spec} is refused naming {field}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn changes_the_server_would_refuse_are_refused_by_kubectl_apply_first() {
+    let ctx = TestContext::new("stream-cel").await;
+    install_crds(&ctx).await;
+    let streams = api(&ctx, "streams", "Stream");
+    let manifest = |name: &str, spec: Value| {
+        object(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name}, "spec": spec}))
+    };
+    let params = PatchParams::apply("jetway-tests");
+    for (name, before, after, field) in [
+        ("storage", json!({"storage": "file"}), json!({"storage": "memory"}), "spec.storage"),
+        ("storage-default", json!({}), json!({"storage": "memory"}), "spec.storage"),
+        ("retention", json!({"retention": "limits"}), json!({"retention": "workqueue"}), "spec.retention"),
+        ("name", json!({"name": "ONE"}), json!({"name": "TWO"}), "spec.name cannot change"),
+        ("sealed", json!({"sealed": true}), json!({"sealed": false}), "spec.sealed"),
+        ("mirror", json!({}), json!({"mirror": {"name": "origin"}}), "spec.mirror"),
+    ] {
+        streams.patch(name, &params, &Patch::Apply(manifest(name, before))).await.expect("the first apply");
+        let message = refusal(streams.patch(name, &params, &Patch::Apply(manifest(name, after.clone()))).await);
+        assert!(message.contains(field), "{after} is refused naming {field}: {message}");
+    }
+    // Changes the server accepts go through.
+    streams
+        .patch("storage", &params, &Patch::Apply(manifest("storage", json!({"storage": "file", "replicas": 1}))))
+        .await
+        .expect("a permitted change");
+}
