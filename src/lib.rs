@@ -12,6 +12,7 @@ pub mod crds;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod plan;
 pub mod run;
 pub mod shutdown;
 pub mod telemetry;

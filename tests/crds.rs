@@ -96,6 +96,7 @@ async fn a_stream_with_bad_values_is_refused_naming_the_field() {
         (json!({"replicas": 7}), "spec.replicas"),
         (json!({"name": "has.dots"}), "spec.name"),
         (json!({"mirror": {"name": "origin"}, "subjects": ["a"]}), "spec.subjects"),
+        (json!({"allowRollup": true, "denyPurge": true}), "spec.allowRollup"),
     ] {
         let message = refusal(streams.create(&PostParams::default(), &stream(spec.clone())).await);
         assert!(message.contains(field), "{spec} is refused naming {field}: {message}");
@@ -117,6 +118,8 @@ async fn changes_the_server_would_refuse_are_refused_by_kubectl_apply_first() {
         ("retention", json!({"retention": "limits"}), json!({"retention": "workqueue"}), "spec.retention"),
         ("name", json!({"name": "ONE"}), json!({"name": "TWO"}), "spec.name cannot change"),
         ("sealed", json!({"sealed": true}), json!({"sealed": false}), "spec.sealed"),
+        ("deny-delete", json!({"denyDelete": true}), json!({"replicas": 1}), "spec.denyDelete"),
+        ("persist", json!({"persistMode": "async"}), json!({"replicas": 1}), "spec.persistMode"),
         ("mirror", json!({}), json!({"mirror": {"name": "origin"}}), "spec.mirror"),
     ] {
         streams.patch(name, &params, &Patch::Apply(manifest(name, before))).await.expect("the first apply");

@@ -51,6 +51,21 @@ use super::GoDuration;
         .message("per-message TTLs cannot be turned off once allowed")
         .field_path(".allowMsgTtl")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!(has(oldSelf.denyDelete) && oldSelf.denyDelete) || (has(self.denyDelete) && self.denyDelete)")
+        .message("denying deletes cannot be turned off once on")
+        .field_path(".denyDelete")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!(has(oldSelf.denyPurge) && oldSelf.denyPurge) || (has(self.denyPurge) && self.denyPurge)")
+        .message("denying purges cannot be turned off once on")
+        .field_path(".denyPurge")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("(has(self.persistMode) ? self.persistMode : 'default') == (has(oldSelf.persistMode) ? oldSelf.persistMode : 'default')")
+        .message("persistMode cannot change once the stream exists")
+        .field_path(".persistMode")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!(has(self.allowRollup) && self.allowRollup && has(self.denyPurge) && self.denyPurge)")
+        .message("roll-ups purge messages, which denyPurge forbids")
+        .field_path(".allowRollup"),
     validation = Rule::new("!has(self.mirror) || !has(self.subjects) || size(self.subjects) == 0")
         .message("a mirror stream takes its messages from its origin and cannot have subjects")
         .field_path(".subjects"),
@@ -191,6 +206,9 @@ pub struct StreamSpec {
     /// Allow messages scheduled for later delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_msg_schedules: Option<bool>,
+    /// Allow fast batch publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_batched: Option<bool>,
     /// `default` writes each message before acknowledging it; `async` acknowledges first
     /// and writes soon after, trading durability for speed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +307,21 @@ pub struct StreamSource {
     /// Subject rewrites applied to the copied messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_transforms: Option<Vec<SubjectTransform>>,
+    /// A durable consumer on the origin to copy through, instead of an ephemeral one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<SourceConsumer>,
+}
+
+/// The durable consumer a source or mirror reads its origin through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceConsumer {
+    /// The durable consumer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The deliver subject of a push consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_subject: Option<String>,
 }
 
 /// Rewrites subjects matching `source` into `dest`.

@@ -1,7 +1,7 @@
 //! What every integration test stands on: the test ground (attached to when the test
 //! command started one, started here when `cargo test` runs bare), a namespace of
 //! its own, unique JetStream names, and polling with deadlines.
-#![allow(dead_code)] // each test binary uses its own part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,0 +1,379 @@
+//! Stream planning: a `Stream` spec and what the server reports become a [`StreamPlan`].
+//!
+//! The spec is first turned into the full server configuration it stands for
+//! ([`DesiredStream::from_spec`]): fields the user set, and the server's default for
+//! every other field, so that a field removed from the spec goes back to its default.
+//! The plan then compares that with the observed configuration field by field, in the
+//! server's own JSON form, and refuses what the server would refuse to change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{self as js, Config};
+use serde_json::{Value, json};
+
+use super::{FieldChange, Violation};
+use crate::api::stream::{self as api, AdoptionPolicy, StreamSpec};
+
+/// The metadata key that marks a stream as managed by one `Stream` object.
+pub const OWNER_KEY: &str = "jetway.dev/owner";
+/// The server's own metadata keys, which it adds and Jetway leaves alone.
+const SERVER_METADATA_PREFIX: &str = "_nats.";
+const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The stream a spec stands for, every field resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredStream {
+    pub config: Config,
+    /// `<namespace>/<name>` of the object that declares it.
+    pub owner: String,
+    pub adoption: AdoptionPolicy,
+}
+
+/// What the server reported about the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedStream {
+    pub config: Config,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamPlan {
+    /// The server matches the spec.
+    InSync,
+    Create {
+        config: Config,
+    },
+    /// Bring the server's stream to `config`; `adopting` when it was not Jetway's yet.
+    Update {
+        config: Config,
+        changes: Vec<FieldChange>,
+        adopting: bool,
+    },
+    /// Changes the server would refuse; nothing is sent.
+    Refused {
+        violations: Vec<Violation>,
+    },
+    /// Another `Stream` object manages this stream.
+    OwnedElsewhere {
+        owner: String,
+    },
+    /// The stream exists without a Jetway owner and the adoption policy is `Never`.
+    AdoptionRefused,
+}
+
+/// How a change of one field is judged.
+#[derive(Clone, Copy)]
+enum Rule {
+    Mutable,
+    /// The server refuses any change.
+    Fixed(&'static str),
+    /// Given once, at creation; never compared afterwards.
+    CreateOnly,
+    /// Once turned on, the server refuses to turn it off.
+    OneWay(&'static str),
+    /// The server refuses some changes: returns why, for (server value, desired value).
+    Refuse(fn(&Value, &Value) -> Option<&'static str>),
+}
+
+struct Field {
+    /// The key in the server's configuration JSON.
+    key: &'static str,
+    /// Where the user sets it.
+    spec: &'static str,
+    /// The server's value when the key is absent, as JSON.
+    default: &'static str,
+    rule: Rule,
+}
+
+const fn field(key: &'static str, spec: &'static str, default: &'static str, rule: Rule) -> Field {
+    Field { key, spec, default, rule }
+}
+
+fn workqueue_either_side(from: &Value, to: &Value) -> Option<&'static str> {
+    (from == "workqueue" || to == "workqueue").then_some("retention cannot change to or from workqueue")
+}
+
+/// Every stream configuration field Jetway manages.
+const FIELDS: &[Field] = &[
+    field("description", "spec.description", r#""""#, Rule::Mutable),
+    field("subjects", "spec.subjects", "[]", Rule::Mutable),
+    field("retention", "spec.retention", r#""limits""#, Rule::Refuse(workqueue_either_side)),
+    field("max_consumers", "spec.maxConsumers", "-1", Rule::Mutable),
+    field("max_msgs", "spec.maxMsgs", "-1", Rule::Mutable),
+    field("max_bytes", "spec.maxBytes", "-1", Rule::Mutable),
+    field("max_age", "spec.maxAge", "0", Rule::Mutable),
+    field("max_msgs_per_subject", "spec.maxMsgsPerSubject", "-1", Rule::Mutable),
+    field("max_msg_size", "spec.maxMsgSize", "-1", Rule::Mutable),
+    field("discard", "spec.discard", r#""old""#, Rule::Mutable),
+    field("storage", "spec.storage", r#""file""#, Rule::Fixed("storage cannot change once the stream exists")),
+    field("num_replicas", "spec.replicas", "1", Rule::Mutable),
+    field("no_ack", "spec.noAck", "false", Rule::Mutable),
+    field("duplicate_window", "spec.duplicateWindow", "120000000000", Rule::Mutable),
+    field("placement", "spec.placement", "null", Rule::Mutable),
+    field("mirror", "spec.mirror", "null", Rule::Fixed("the mirror of an existing stream cannot change")),
+    field("sources", "spec.sources", "[]", Rule::Mutable),
+    field("sealed", "spec.sealed", "false", Rule::OneWay("a sealed stream cannot be unsealed")),
+    field("deny_delete", "spec.denyDelete", "false", Rule::OneWay("denying deletes cannot be turned off")),
+    field("deny_purge", "spec.denyPurge", "false", Rule::OneWay("denying purges cannot be turned off")),
+    field("allow_rollup_hdrs", "spec.allowRollup", "false", Rule::Mutable),
+    field("allow_direct", "spec.allowDirect", "false", Rule::Mutable),
+    field("mirror_direct", "spec.mirrorDirect", "false", Rule::Mutable),
+    field("discard_new_per_subject", "spec.discardPerSubject", "false", Rule::Mutable),
+    field("republish", "spec.republish", "null", Rule::Mutable),
+    field("metadata", "spec.metadata", "{}", Rule::Mutable),
+    field("subject_transform", "spec.subjectTransform", "null", Rule::Mutable),
+    field("compression", "spec.compression", r#""none""#, Rule::Mutable),
+    field("consumer_limits", "spec.consumerLimits", "null", Rule::Mutable),
+    field("first_seq", "spec.firstSequence", "null", Rule::CreateOnly),
+    field(
+        "persist_mode",
+        "spec.persistMode",
+        r#""default""#,
+        Rule::Fixed("the persist mode cannot change once the stream exists"),
+    ),
+    field(
+        "allow_msg_ttl",
+        "spec.allowMsgTtl",
+        "false",
+        Rule::OneWay("per-message TTLs cannot be turned off once allowed"),
+    ),
+    field("subject_delete_marker_ttl", "spec.subjectDeleteMarkerTtl", "null", Rule::Mutable),
+    field("allow_atomic", "spec.allowAtomicPublish", "false", Rule::Mutable),
+    field("allow_msg_schedules", "spec.allowMsgSchedules", "false", Rule::Mutable),
+    field("allow_msg_counter", "spec.allowMsgCounter", "false", Rule::Mutable),
+    field("allow_batched", "spec.allowBatched", "false", Rule::Mutable),
+];
+
+impl DesiredStream {
+    /// Resolves a spec into the configuration the server should have. `object_name`
+    /// names the stream when `spec.name` is unset; `owner` is `<namespace>/<name>`.
+    pub fn from_spec(spec: &StreamSpec, object_name: &str, owner: &str) -> Result<Self, Vec<Violation>> {
+        let mut violations = Vec::new();
+        let name = spec.name.clone().unwrap_or_else(|| object_name.to_owned());
+        let max_age = spec.max_age.map(|d| d.0).unwrap_or_default();
+        let duplicate_window = match spec.duplicate_window {
+            Some(window) => window.0,
+            None if !max_age.is_zero() && max_age < DEFAULT_DUPLICATE_WINDOW => max_age,
+            None => DEFAULT_DUPLICATE_WINDOW,
+        };
+        if !max_age.is_zero() && duplicate_window > max_age {
+            violations
+                .push(Violation::new("spec.duplicateWindow", "the duplicate window cannot be longer than maxAge"));
+        }
+        if spec.allow_rollup == Some(true) && spec.deny_purge == Some(true) {
+            violations.push(Violation::new("spec.allowRollup", "roll-ups purge messages, which denyPurge forbids"));
+        }
+        if spec.allow_rollup == Some(false) && spec.subject_delete_marker_ttl.is_some() {
+            violations.push(Violation::new("spec.allowRollup", "subject delete markers need roll-ups allowed"));
+        }
+        let mut metadata: HashMap<String, String> = spec.metadata.clone().unwrap_or_default().into_iter().collect();
+        if metadata.contains_key(OWNER_KEY) {
+            violations
+                .push(Violation::new("spec.metadata", format!("{OWNER_KEY} is reserved for Jetway's ownership mark")));
+        }
+        if metadata.keys().any(|k| k.starts_with(SERVER_METADATA_PREFIX)) {
+            violations.push(Violation::new(
+                "spec.metadata",
+                format!("keys starting with {SERVER_METADATA_PREFIX} belong to the server"),
+            ));
+        }
+        metadata.insert(OWNER_KEY.to_owned(), owner.to_owned());
+        let max_consumers = i32::try_from(spec.max_consumers.unwrap_or(-1)).unwrap_or_else(|_| {
+            violations.push(Violation::new("spec.maxConsumers", "must fit in 32 bits"));
+            -1
+        });
+        let mirror = spec.mirror.as_ref().map(|s| source(s, "spec.mirror", &mut violations));
+        let sources = spec.sources.as_ref().filter(|s| !s.is_empty()).map(|sources| {
+            sources.iter().enumerate().map(|(i, s)| source(s, &format!("spec.sources[{i}]"), &mut violations)).collect()
+        });
+        let subjects = spec.subjects.clone().unwrap_or_else(|| {
+            // The server's own default: a plain stream stores the subject of its name.
+            if mirror.is_none() && sources.is_none() { vec![name.clone()] } else { Vec::new() }
+        });
+        let flag = |value: Option<bool>| value.unwrap_or(false);
+        let config = Config {
+            name,
+            description: spec.description.clone(),
+            subjects,
+            retention: match spec.retention {
+                None | Some(api::RetentionPolicy::Limits) => js::RetentionPolicy::Limits,
+                Some(api::RetentionPolicy::Interest) => js::RetentionPolicy::Interest,
+                Some(api::RetentionPolicy::Workqueue) => js::RetentionPolicy::WorkQueue,
+            },
+            max_consumers,
+            max_messages: spec.max_msgs.unwrap_or(-1),
+            max_bytes: spec.max_bytes.unwrap_or(-1),
+            max_age,
+            max_messages_per_subject: spec.max_msgs_per_subject.unwrap_or(-1),
+            max_message_size: spec.max_msg_size.unwrap_or(-1),
+            discard: match spec.discard {
+                None | Some(api::DiscardPolicy::Old) => js::DiscardPolicy::Old,
+                Some(api::DiscardPolicy::New) => js::DiscardPolicy::New,
+            },
+            storage: match spec.storage {
+                None | Some(api::StorageType::File) => js::StorageType::File,
+                Some(api::StorageType::Memory) => js::StorageType::Memory,
+            },
+            num_replicas: usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(1),
+            no_ack: flag(spec.no_ack),
+            duplicate_window,
+            placement: spec.placement.as_ref().map(|p| js::Placement {
+                cluster: p.cluster.clone().filter(|c| !c.is_empty()),
+                tags: p.tags.clone().unwrap_or_default(),
+            }),
+            mirror,
+            sources,
+            sealed: flag(spec.sealed),
+            deny_delete: flag(spec.deny_delete),
+            deny_purge: flag(spec.deny_purge),
+            // The server turns roll-ups on for delete markers, which are roll-ups.
+            allow_rollup: spec.allow_rollup.unwrap_or(spec.subject_delete_marker_ttl.is_some()),
+            allow_direct: flag(spec.allow_direct),
+            mirror_direct: flag(spec.mirror_direct),
+            discard_new_per_subject: flag(spec.discard_per_subject),
+            republish: spec.republish.as_ref().map(|r| js::Republish {
+                source: r.source.clone(),
+                destination: r.destination.clone(),
+                headers_only: flag(r.headers_only),
+            }),
+            metadata,
+            subject_transform: spec.subject_transform.as_ref().map(transform),
+            compression: Some(match spec.compression {
+                None | Some(api::Compression::None) => js::Compression::None,
+                Some(api::Compression::S2) => js::Compression::S2,
+            }),
+            consumer_limits: spec.consumer_limits.as_ref().map(|l| js::ConsumerLimits {
+                inactive_threshold: l.inactive_threshold.map(|d| d.0).unwrap_or_default(),
+                max_ack_pending: l.max_ack_pending.unwrap_or_default(),
+            }),
+            first_sequence: spec.first_sequence,
+            persist_mode: spec.persist_mode.map(|mode| match mode {
+                api::PersistMode::Default => js::PersistenceMode::Default,
+                api::PersistMode::Async => js::PersistenceMode::Async,
+            }),
+            allow_message_ttl: flag(spec.allow_msg_ttl),
+            subject_delete_marker_ttl: spec.subject_delete_marker_ttl.map(|d| d.0),
+            allow_atomic_publish: flag(spec.allow_atomic_publish),
+            allow_message_schedules: flag(spec.allow_msg_schedules),
+            allow_message_counter: flag(spec.allow_msg_counter),
+            allow_batch_publish: flag(spec.allow_batched),
+            ..Default::default()
+        };
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(Self { config, owner: owner.to_owned(), adoption: spec.adoption_policy.unwrap_or(AdoptionPolicy::Adopt) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+fn transform(t: &api::SubjectTransform) -> js::SubjectTransform {
+    js::SubjectTransform { source: t.source.clone(), destination: t.dest.clone() }
+}
+
+fn source(s: &api::StreamSource, at: &str, violations: &mut Vec<Violation>) -> js::Source {
+    let start_time = s.opt_start_time.as_deref().and_then(|text| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| {
+                violations
+                    .push(Violation::new(format!("{at}.optStartTime"), format!("{text:?} is not an RFC 3339 time")))
+            })
+            .ok()
+    });
+    js::Source {
+        name: s.name.clone(),
+        start_sequence: s.opt_start_seq,
+        start_time,
+        filter_subject: s.filter_subject.clone(),
+        external: s.external_api_prefix.as_ref().map(|api_prefix| js::External {
+            api_prefix: api_prefix.clone(),
+            delivery_prefix: s.external_deliver_prefix.clone(),
+        }),
+        subject_transforms: s.subject_transforms.iter().flatten().map(transform).collect(),
+        consumer: s.consumer.as_ref().map(|c| js::StreamConsumerSource {
+            name: c.name.clone().unwrap_or_default(),
+            deliver_subject: c.deliver_subject.clone().unwrap_or_default(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The configuration in the server's JSON form, one comparable value per managed field.
+fn normalized(config: &Config) -> BTreeMap<&'static str, Value> {
+    let json = serde_json::to_value(config).unwrap_or_default();
+    FIELDS
+        .iter()
+        .map(|f| {
+            let mut value = json.get(f.key).cloned().unwrap_or(Value::Null);
+            if let (Value::Object(map), "metadata") = (&mut value, f.key) {
+                map.retain(|k, _| !k.starts_with(SERVER_METADATA_PREFIX));
+            }
+            let empty = value.is_null() || value == json!({}) || value == json!([]);
+            if empty {
+                value = serde_json::from_str(f.default).unwrap_or_default();
+            }
+            (f.key, value)
+        })
+        .collect()
+}
+
+fn owner_of(config: &Config) -> Option<&str> {
+    config.metadata.get(OWNER_KEY).map(String::as_str)
+}
+
+/// What to do to make the server's stream match `desired`.
+pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -> StreamPlan {
+    let Some(observed) = observed else {
+        return StreamPlan::Create { config: desired.config.clone() };
+    };
+    let adopting = match owner_of(&observed.config) {
+        Some(owner) if owner == desired.owner => false,
+        Some(owner) => return StreamPlan::OwnedElsewhere { owner: owner.to_owned() },
+        None if desired.adoption == AdoptionPolicy::Never => return StreamPlan::AdoptionRefused,
+        None => true,
+    };
+    let (want, have) = (normalized(&desired.config), normalized(&observed.config));
+    let mut changes = Vec::new();
+    let mut violations = Vec::new();
+    for field in FIELDS {
+        let (to, from) = (&want[field.key], &have[field.key]);
+        if to == from {
+            continue;
+        }
+        let refusal = match field.rule {
+            Rule::Mutable => None,
+            Rule::CreateOnly => continue,
+            Rule::Fixed(why) => Some(why),
+            Rule::OneWay(why) => (from == &json!(true)).then_some(why),
+            Rule::Refuse(check) => check(from, to),
+        };
+        match refusal {
+            Some(why) => violations.push(Violation::new(
+                field.spec,
+                format!("{why} (the server has {from}, the spec asks for {to}); nothing was changed"),
+            )),
+            None => changes.push(FieldChange { field: field.spec, from: from.to_string(), to: to.to_string() }),
+        }
+    }
+    if !violations.is_empty() {
+        return StreamPlan::Refused { violations };
+    }
+    if changes.is_empty() {
+        return StreamPlan::InSync;
+    }
+    let mut config = desired.config.clone();
+    // Given at creation only; the server keeps its own.
+    config.first_sequence = observed.config.first_sequence;
+    if want["placement"] == have["placement"] {
+        // Sent back exactly as the server has it: a placement that merely looks
+        // different next to a replicas change is refused as "move and scale".
+        config.placement = observed.config.placement.clone();
+    }
+    StreamPlan::Update { config, changes, adopting }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Placement, StorageType};
+
+use super::*;
+
+const OWNER: &str = "shop/orders";
+
+fn spec(yaml: &str) -> StreamSpec {
+    serde_saphyr::from_str(yaml).expect("a StreamSpec fixture")
+}
+
+fn desired(yaml: &str) -> DesiredStream {
+    DesiredStream::from_spec(&spec(yaml), "orders", OWNER).expect("a valid spec")
+}
+
+/// What the server reports back for a stream created from `config`: its own
+/// metadata keys added, and every default spelled out.
+fn echoed(config: &Config) -> ObservedStream {
+    let mut config = config.clone();
+    config.metadata.insert("_nats.req.level".into(), "0".into());
+    config.metadata.insert("_nats.ver".into(), "2.14.9".into());
+    config.compression.get_or_insert(js::Compression::None);
+    config.first_sequence = None;
+    ObservedStream { config }
+}
+
+fn changed_fields(plan: &StreamPlan) -> Vec<&'static str> {
+    match plan {
+        StreamPlan::Update { changes, .. } => changes.iter().map(|c| c.field).collect(),
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_stream_is_created_with_server_defaults_for_unset_fields() {
+    let plan = plan_stream(&desired("subjects: [orders.>]\nmaxAge: 1h\n"), None);
+    let StreamPlan::Create { config } = plan else { panic!("expected create, got {plan:?}") };
+    assert_eq!(config.name, "orders");
+    assert_eq!(config.subjects, ["orders.>"]);
+    assert_eq!(config.max_age, Duration::from_secs(3600));
+    assert_eq!((config.max_messages, config.max_bytes, config.num_replicas), (-1, -1, 1));
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(config.metadata.get(OWNER_KEY).map(String::as_str), Some(OWNER));
+}
+
+#[test]
+fn spec_name_overrides_the_object_name_and_unset_subjects_default_to_it() {
+    let config = desired("name: ORDERS\n").config;
+    assert_eq!((config.name.as_str(), config.subjects.as_slice()), ("ORDERS", &["ORDERS".to_owned()][..]));
+    let mirror = desired("mirror: {name: ORIGIN}\n").config;
+    assert!(mirror.subjects.is_empty(), "a mirror has no subjects of its own");
+}
+
+#[test]
+fn a_short_max_age_shortens_the_default_duplicate_window_as_the_server_does() {
+    assert_eq!(desired("maxAge: 30s\n").config.duplicate_window, Duration::from_secs(30));
+}
+
+#[test]
+fn what_the_server_echoes_back_after_creation_is_in_sync() {
+    for yaml in [
+        "{}",
+        "subjects: [a.>]\nstorage: memory\nretention: workqueue\nmaxMsgs: 10\n",
+        "metadata: {team: shop}\ndenyDelete: true\ncompression: s2\nplacement: {tags: [fast]}\n",
+        "sources: [{name: A}, {name: B, filterSubject: b.>}]\n",
+    ] {
+        let desired = desired(yaml);
+        assert_eq!(plan_stream(&desired, Some(&echoed(&desired.config))), StreamPlan::InSync, "{yaml}");
+    }
+}
+
+#[test]
+fn server_side_drift_is_reverted_field_by_field() {
+    let desired = desired("subjects: [a.>]\nmaxMsgs: 100\n");
+    let mut observed = echoed(&desired.config);
+    observed.config.max_messages = 5;
+    observed.config.subjects.push("b.>".into());
+    let plan = plan_stream(&desired, Some(&observed));
+    assert_eq!(changed_fields(&plan), ["spec.subjects", "spec.maxMsgs"]);
+    let StreamPlan::Update { changes, adopting, .. } = plan else { unreachable!() };
+    assert!(!adopting);
+    assert_eq!((changes[1].from.as_str(), changes[1].to.as_str()), ("5", "100"));
+}
+
+#[test]
+fn a_field_removed_from_the_spec_goes_back_to_the_server_default() {
+    let before = desired("allowDirect: true\nmaxAge: 1h\ndescription: old\n");
+    let after = desired("{}");
+    let plan = plan_stream(&after, Some(&echoed(&before.config)));
+    assert_eq!(changed_fields(&plan), ["spec.description", "spec.maxAge", "spec.allowDirect"]);
+    let StreamPlan::Update { config, .. } = plan else { unreachable!() };
+    assert!(!config.allow_direct && config.max_age.is_zero() && config.description.is_none());
+}
+
+#[test]
+fn changes_the_server_refuses_are_refused_naming_the_field_and_change_nothing() {
+    for (before, after, field) in [
+        ("storage: file", "storage: memory", "spec.storage"),
+        ("retention: limits", "retention: workqueue", "spec.retention"),
+        ("retention: workqueue", "{}", "spec.retention"),
+        ("sealed: true", "sealed: false", "spec.sealed"),
+        ("allowMsgTtl: true", "{}", "spec.allowMsgTtl"),
+        ("denyDelete: true", "denyDelete: false", "spec.denyDelete"),
+        ("denyPurge: true", "{}", "spec.denyPurge"),
+        ("persistMode: async", "{}", "spec.persistMode"),
+    ] {
+        let plan = plan_stream(&desired(after), Some(&echoed(&desired(before).config)));
+        let StreamPlan::Refused { violations } = plan else {
+            panic!("{before} -> {after}: expected refused, got {plan:?}")
+        };
+        assert_eq!(violations[0].field, field);
+        assert!(violations[0].message.contains("nothing was changed"), "{}", violations[0]);
+    }
+}
+
+#[test]
+fn limits_and_interest_retention_can_swap() {
+    let plan = plan_stream(&desired("retention: interest"), Some(&echoed(&desired("retention: limits").config)));
+    assert_eq!(changed_fields(&plan), ["spec.retention"]);
+}
+
+#[test]
+fn an_unowned_stream_is_adopted_by_default_and_left_alone_with_adoption_never() {
+    let desired_default = desired("subjects: [a]");
+    let mut unowned = echoed(&desired_default.config);
+    unowned.config.metadata.remove(OWNER_KEY);
+    let plan = plan_stream(&desired_default, Some(&unowned));
+    assert!(matches!(&plan, StreamPlan::Update { adopting: true, .. }), "{plan:?}");
+    assert_eq!(changed_fields(&plan), ["spec.metadata"]);
+
+    let never = desired("subjects: [a]\nadoptionPolicy: Never\n");
+    assert_eq!(plan_stream(&never, Some(&unowned)), StreamPlan::AdoptionRefused);
+}
+
+#[test]
+fn a_stream_owned_by_another_object_is_left_untouched() {
+    let desired = desired("{}");
+    let mut observed = echoed(&desired.config);
+    observed.config.metadata.insert(OWNER_KEY.into(), "other/orders".into());
+    observed.config.max_messages = 1;
+    assert_eq!(plan_stream(&desired, Some(&observed)), StreamPlan::OwnedElsewhere { owner: "other/orders".into() });
+}
+
+#[test]
+fn a_replicas_change_sends_the_placement_back_exactly_as_the_server_has_it() {
+    let desired = desired("replicas: 3\nplacement: {cluster: east}\n");
+    let mut observed = echoed(&desired.config);
+    observed.config.num_replicas = 1;
+    observed.config.placement = Some(Placement { cluster: Some("east".into()), tags: Vec::new() });
+    let plan = plan_stream(&desired, Some(&observed));
+    assert_eq!(changed_fields(&plan), ["spec.replicas"]);
+    let StreamPlan::Update { config, .. } = plan else { unreachable!() };
+    assert_eq!(config.placement, observed.config.placement);
+    assert_eq!(config.storage, StorageType::File);
+}
+
+#[test]
+fn invalid_specs_are_refused_before_anything_is_planned() {
+    for (yaml, field) in [
+        ("maxAge: 1m\nduplicateWindow: 5m\n", "spec.duplicateWindow"),
+        ("metadata: {jetway.dev/owner: me}\n", "spec.metadata"),
+        ("allowRollup: true\ndenyPurge: true\n", "spec.allowRollup"),
+        ("mirror: {name: A, optStartTime: yesterday}\n", "spec.mirror.optStartTime"),
+        ("sources: [{name: A}, {name: B, optStartTime: soon}]\n", "spec.sources[1].optStartTime"),
+    ] {
+        let violations = DesiredStream::from_spec(&spec(yaml), "orders", OWNER).expect_err(yaml);
+        assert_eq!(violations[0].field, field, "{yaml}");
+    }
+}
