@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::GoDuration;
+use crate::controller::Settings;
 use crate::nats::{NatsAuth, NatsSettings};
 use crate::run::Config;
 use crate::telemetry::LogArgs;
@@ -56,6 +58,16 @@ pub struct RunArgs {
     /// Client key (PEM) for --nats-tls-cert.
     #[arg(long, env = "JETWAY_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "JETWAY_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often every object is checked again without a change, to revert changes
+    /// made on the server behind Jetway's back (jittered by a tenth).
+    #[arg(long, env = "JETWAY_RESYNC_INTERVAL", default_value = "30s")]
+    pub resync_interval: GoDuration,
+    /// Report in status what would change, and change nothing on the servers.
+    #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
+    pub observe_only: bool,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "JETWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -87,7 +99,8 @@ impl RunArgs {
             tls_ca: self.nats_tls_ca,
             tls_client: self.nats_tls_cert.zip(self.nats_tls_key),
         };
-        Config { kube, nats, http_addr: self.metrics_addr }
+        let controllers = Settings { resync: self.resync_interval.0, observe_only: self.observe_only };
+        Config { kube, nats, http_addr: self.metrics_addr, namespace: self.namespace, controllers }
     }
 }
 

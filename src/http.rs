@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Health {

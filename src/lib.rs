@@ -8,11 +8,14 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crds;
 pub mod http;
+pub mod jetstream;
 pub mod metrics;
 pub mod nats;
 pub mod plan;
 pub mod run;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 
+use crate::controller::{self, Context, Settings};
 use crate::http::{self, Health};
 use crate::nats::{ConnectError, NatsSettings};
 
@@ -19,6 +20,9 @@ pub struct Config {
     pub nats: NatsSettings,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http_addr: SocketAddr,
+    /// Watch only this namespace; `None` watches all.
+    pub namespace: Option<String>,
+    pub controllers: Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +52,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz and /readyz");
     let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
 
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let ctx = Arc::new(Context::new(kube, jetstream, config.controllers, health.metrics.clone()));
+    let streams = tokio::spawn(controller::stream::run(ctx, config.namespace, shutdown.clone()));
+
     tokio::select! {
         () = wait_for_jetstream(&nats) => health.set_ready(true),
         () = shutdown.cancelled() => {}
     }
     shutdown.cancelled().await;
+    if let Err(join) = streams.await {
+        tracing::error!(error = %join, "the stream controller failed");
+    }
 
     health.set_ready(false);
     if let Err(err) = nats.drain().await {

@@ -3,29 +3,15 @@
 
 mod support;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Error};
 use serde_json::{Value, json};
-use support::{EVENTUALLY, POLL, TestContext, wait_until};
+use support::TestContext;
 
 const NACK_EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
 
-/// Applies Jetway's CRDs (idempotently: tests share the cluster) and waits until
-/// the apiserver serves them.
 async fn install_crds(ctx: &TestContext) {
-    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
-    for crd in jetway::crds::all() {
-        let name = crd.metadata.name.clone().expect("a name");
-        crds.patch(&name, &PatchParams::apply("jetway-tests").force(), &Patch::Apply(&crd)).await.expect("applying");
-        wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
-            let crd = crds.get(&name).await?;
-            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-        })
-        .await
-        .expect("Established");
-    }
+    support::install_crds(&ctx.client).await;
 }
 
 /// A dynamic API for one Jetway kind in the test's namespace.

@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use jetway::nats::NatsSettings;
-use jetway::run::{Config, run};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use support::{EVENTUALLY, POLL, wait_until};
-use tokio_util::sync::CancellationToken;
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,16 +21,10 @@ async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
 
 #[tokio::test]
 async fn the_operator_connects_reports_ready_and_stops_on_cancellation() {
-    let ground = support::ground();
-    let kubeconfig = Kubeconfig::read_from(&ground.kubeconfig).expect("kubeconfig");
-    let kube =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
-    let http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, jetway_testground::wait::free_port().expect("a port")));
-    let config =
-        Config { kube, nats: NatsSettings { servers: vec![ground.nats_url.clone()], ..Default::default() }, http_addr };
-
-    let shutdown = CancellationToken::new();
-    let operator = tokio::spawn(run(config, shutdown.clone()));
+    let ctx = TestContext::new("operator-ready").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |_| {}).await;
+    let http_addr = operator.http_addr;
 
     wait_until("/readyz to answer 200", EVENTUALLY, POLL, || async {
         Ok(get(http_addr, "/readyz").await.ok().filter(|(status, _)| *status == 200))
@@ -45,32 +36,25 @@ async fn the_operator_connects_reports_ready_and_stops_on_cancellation() {
     assert_eq!(status, 200);
     assert!(metrics.contains("jetway_build_info{version=\""), "{metrics}");
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(std::time::Duration::from_secs(10), operator).await.expect("stops in time");
-    result.expect("the task").expect("a clean stop");
+    operator.stop().await;
     assert!(get(http_addr, "/healthz").await.is_err(), "the HTTP server is closed");
 }
 
 #[tokio::test]
 async fn the_operator_keeps_waiting_for_an_unreachable_nats_instead_of_giving_up() {
-    let ground = support::ground();
-    let kubeconfig = Kubeconfig::read_from(&ground.kubeconfig).expect("kubeconfig");
-    let kube =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
+    let ctx = TestContext::new("operator-no-nats").await;
+    support::install_crds(&ctx.client).await;
     let dead_port = jetway_testground::wait::free_port().expect("a port");
-    let http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, jetway_testground::wait::free_port().expect("a port")));
-    let nats = NatsSettings { servers: vec![format!("nats://127.0.0.1:{dead_port}")], ..Default::default() };
-    let shutdown = CancellationToken::new();
-    let operator = tokio::spawn(run(Config { kube, nats, http_addr }, shutdown.clone()));
-
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.nats = NatsSettings { servers: vec![format!("nats://127.0.0.1:{dead_port}")], ..Default::default() };
+    })
+    .await;
+    let http_addr = operator.http_addr;
     wait_until("/healthz to answer", EVENTUALLY, POLL, || async { Ok(get(http_addr, "/healthz").await.ok()) })
         .await
         .expect("the operator is alive");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(get(http_addr, "/readyz").await.expect("readyz").0, 503, "not ready without NATS");
     assert!(!operator.is_finished(), "still running, still retrying");
-
-    shutdown.cancel();
-    let result = tokio::time::timeout(std::time::Duration::from_secs(10), operator).await.expect("stops in time");
-    result.expect("the task").expect("a clean stop");
+    operator.stop().await;
 }

@@ -320,8 +320,17 @@ fn normalized(config: &Config) -> BTreeMap<&'static str, Value> {
         .collect()
 }
 
-fn owner_of(config: &Config) -> Option<&str> {
+/// The `<namespace>/<name>` of the object that owns a stream, from its metadata.
+pub fn owner_of(config: &Config) -> Option<&str> {
     config.metadata.get(OWNER_KEY).map(String::as_str)
+}
+
+/// The stream's configuration without Jetway's ownership mark (and without the
+/// server's own metadata, which it sets itself), for a stream that is retained.
+pub fn released(observed: &ObservedStream) -> Config {
+    let mut config = observed.config.clone();
+    config.metadata.retain(|k, _| k != OWNER_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
+    config
 }
 
 /// What to do to make the server's stream match `desired`.

@@ -109,3 +109,66 @@ impl TestContext {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 }
+
+/// `jetway run` in this test process, watching only one namespace, on the ground.
+pub struct Operator {
+    pub http_addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), jetway::run::RunError>>,
+}
+
+impl Operator {
+    /// Starts the operator for `namespace` with a short resync, after `configure`
+    /// had its say over the configuration.
+    pub async fn start(namespace: &str, configure: impl FnOnce(&mut jetway::run::Config)) -> Self {
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        let ground = ground();
+        let kubeconfig = Kubeconfig::read_from(&ground.kubeconfig).expect("kubeconfig");
+        let kube =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+        let port = jetway_testground::wait::free_port().expect("a port");
+        let http_addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let mut config = jetway::run::Config {
+            kube,
+            nats: jetway::nats::NatsSettings { servers: vec![ground.nats_url.clone()], ..Default::default() },
+            http_addr,
+            namespace: Some(namespace.to_owned()),
+            controllers: jetway::controller::Settings { resync: Duration::from_secs(2), observe_only: false },
+        };
+        configure(&mut config);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(jetway::run::run(config, shutdown.clone()));
+        Self { http_addr, shutdown, task }
+    }
+
+    /// Cancels the operator and waits for it to stop cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result =
+            tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("the operator stops in time");
+        result.expect("the operator task").expect("a clean stop");
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Applies Jetway's CRDs (idempotently: tests share the cluster) and waits until
+/// the apiserver serves them.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in jetway::crds::all() {
+        let name = crd.metadata.name.clone().expect("a name");
+        crds.patch(&name, &PatchParams::apply("jetway-tests").force(), &Patch::Apply(&crd)).await.expect("applying");
+        wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
+            let crd = crds.get(&name).await?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+        })
+        .await
+        .expect("Established");
+    }
+}
