@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs inside `jetway-testground exec` (KUBECONFIG, JETWAY_NATS_URL and PATH set):
-# starts the operator, applies what the repo declares, shows the result, and keeps
-# the operator running until Ctrl-C.
+# installs the CRDs, starts the operator, applies examples/, shows what Kubernetes
+# and JetStream then hold, and keeps the operator running until Ctrl-C.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 port=${JETWAY_DEMO_PORT:-8080}
 export JETWAY_METRICS_ADDR=127.0.0.1:$port
+
+kubectl apply -f "$repo/crds/"
+kubectl wait --for condition=Established crd --all --timeout=60s
 
 "$CARGO_TARGET_DIR/debug/jetway" run &
 operator=$!
@@ -19,25 +22,21 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-shopt -s nullglob
-crds=("$repo"/crds/*.yaml)
-if [ ${#crds[@]} -gt 0 ]; then
-  kubectl apply -f "$repo/crds/"
-  kubectl wait --for condition=Established crd --all --timeout=60s
-fi
-if [ -f "$repo/examples/kustomization.yaml" ]; then
-  kubectl apply -k "$repo/examples/"
-fi
+kubectl apply -k "$repo/examples/"
+kubectl wait --for condition=Ready streams.jetway.dev --all --timeout=60s
 
 cat <<EOT
 
 Jetway is running against a local control plane and nats-server.
   operator:   http://$JETWAY_METRICS_ADDR/metrics  (/healthz, /readyz)
-  kubernetes: kubectl --kubeconfig $KUBECONFIG get crds
+  kubernetes: kubectl --kubeconfig $KUBECONFIG get jetway
   nats:       nats --server $JETWAY_NATS_URL stream ls
 Press Ctrl-C to stop the operator and the servers.
 
+What Kubernetes says (kubectl get streams.jetway.dev):
 EOT
-kubectl get crds 2>&1 | sed 's/^/  /'
-nats --server "$JETWAY_NATS_URL" account info 2>&1 | sed -n '1,12p' | sed 's/^/  /'
+kubectl get streams.jetway.dev 2>&1 | sed 's/^/  /'
+echo
+echo "What JetStream has (nats stream ls):"
+nats --server "$JETWAY_NATS_URL" stream ls 2>&1 | sed 's/^/  /'
 wait $operator
