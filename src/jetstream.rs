@@ -4,9 +4,11 @@
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{Config, Info};
-use async_nats::jetstream::{self, Context, ErrorCode};
+use async_nats::jetstream::{self, Context, ErrorCode, consumer};
 
+use crate::api::consumer::ConsumerState;
 use crate::api::stream::{ClusterState, ReplicaState, StreamState};
+use crate::plan::consumer::ObservedConsumer;
 use crate::plan::stream::ObservedStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,5 +93,84 @@ fn stream_write_error(err: async_nats::jetstream::context::CreateStreamError) ->
     match err.kind() {
         CreateStreamErrorKind::JetStream(e) => JetStreamError::refused(&e),
         _ => JetStreamError::Unavailable(err.to_string()),
+    }
+}
+
+/// A consumer as the server reports it.
+pub struct ConsumerReport {
+    pub observed: ObservedConsumer,
+    pub state: ConsumerState,
+}
+
+impl From<&consumer::Info> for ConsumerReport {
+    fn from(info: &consumer::Info) -> Self {
+        let state = ConsumerState {
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+            waiting: info.num_waiting as u64,
+            delivered_stream_sequence: info.delivered.stream_sequence,
+            ack_floor_stream_sequence: info.ack_floor.stream_sequence,
+        };
+        Self { observed: ObservedConsumer { config: info.config.clone() }, state }
+    }
+}
+
+/// What the server has under a consumer's name.
+pub enum ConsumerLookup {
+    Found(Box<ConsumerReport>),
+    Missing,
+    /// The stream itself does not exist (yet).
+    NoStream,
+}
+
+pub async fn observe_consumer(js: &Context, stream: &str, name: &str) -> Result<ConsumerLookup, JetStreamError> {
+    let request = format!("CONSUMER.INFO.{stream}.{name}");
+    let response: Result<jetstream::response::Response<consumer::Info>, _> =
+        js.request(request, &serde_json::json!({})).await;
+    match response {
+        Ok(jetstream::response::Response::Ok(info)) => Ok(ConsumerLookup::Found(Box::new(ConsumerReport::from(&info)))),
+        Ok(jetstream::response::Response::Err { error }) => match error.error_code() {
+            ErrorCode::CONSUMER_NOT_FOUND => Ok(ConsumerLookup::Missing),
+            ErrorCode::STREAM_NOT_FOUND => Ok(ConsumerLookup::NoStream),
+            _ => Err(JetStreamError::refused(&error)),
+        },
+        Err(err) => Err(JetStreamError::Unavailable(err.to_string())),
+    }
+}
+
+/// Creates or updates the consumer (the server tells them apart by whether it exists).
+pub async fn put_consumer(
+    js: &Context,
+    stream: &str,
+    config: consumer::Config,
+    create: bool,
+) -> Result<ConsumerReport, JetStreamError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let action = if create { "create" } else { "update" };
+    let request = format!("CONSUMER.CREATE.{stream}.{name}");
+    let body = serde_json::json!({"stream_name": stream, "config": config, "action": action});
+    let response: Result<jetstream::response::Response<consumer::Info>, _> = js.request(request, &body).await;
+    match response {
+        Ok(jetstream::response::Response::Ok(info)) => Ok(ConsumerReport::from(&info)),
+        Ok(jetstream::response::Response::Err { error }) => Err(JetStreamError::refused(&error)),
+        Err(err) => Err(JetStreamError::Unavailable(err.to_string())),
+    }
+}
+
+/// Deletes the consumer; one already gone, or whose stream is gone, counts as deleted.
+pub async fn delete_consumer(js: &Context, stream: &str, name: &str) -> Result<(), JetStreamError> {
+    let request = format!("CONSUMER.DELETE.{stream}.{name}");
+    let response: Result<jetstream::response::Response<serde_json::Value>, _> =
+        js.request(request, &serde_json::json!({})).await;
+    match response {
+        Ok(jetstream::response::Response::Ok(_)) => Ok(()),
+        Ok(jetstream::response::Response::Err { error })
+            if matches!(error.error_code(), ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(())
+        }
+        Ok(jetstream::response::Response::Err { error }) => Err(JetStreamError::refused(&error)),
+        Err(err) => Err(JetStreamError::Unavailable(err.to_string())),
     }
 }

@@ -54,15 +54,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let jetstream = async_nats::jetstream::new(nats.clone());
     let ctx = Arc::new(Context::new(kube, jetstream, config.controllers, health.metrics.clone()));
-    let streams = tokio::spawn(controller::stream::run(ctx, config.namespace, shutdown.clone()));
+    let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
+    let consumers = tokio::spawn(controller::consumer::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
         () = wait_for_jetstream(&nats) => health.set_ready(true),
         () = shutdown.cancelled() => {}
     }
     shutdown.cancelled().await;
-    if let Err(join) = streams.await {
-        tracing::error!(error = %join, "the stream controller failed");
+    for (controller, task) in [("stream", streams), ("consumer", consumers)] {
+        if let Err(join) = task.await {
+            tracing::error!(error = %join, controller, "a controller failed");
+        }
     }
 
     health.set_ready(false);

@@ -9,11 +9,9 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use jetway::api::stream::{Stream, StreamSpec};
 use jetway::plan::stream::OWNER_KEY;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
+use support::{EVENTUALLY, Operator, POLL, TestContext, condition, wait_until};
 
 struct Fixture {
     ctx: TestContext,
@@ -46,31 +44,12 @@ impl Fixture {
         object.spec.name.expect("a name")
     }
 
-    /// Waits until the object's `Ready` condition for its current generation has `status`.
     async fn wait_ready(&self, name: &str, status: &str) -> Stream {
-        let what = format!("{name} to have Ready={status}");
-        wait_until(&what, EVENTUALLY, POLL, || async {
-            let stream = self.streams.get(name).await?;
-            let current = stream.status.as_ref().and_then(|s| s.observed_generation) == stream.metadata.generation;
-            Ok((current && condition(&stream, "Ready").is_some_and(|c| c.status == status)).then_some(stream))
-        })
-        .await
-        .expect("the condition")
+        support::wait_condition(&self.streams, name, "Ready", status).await
     }
 
-    /// Waits for an Event with `reason` about the Stream `name`, and returns its note.
     async fn event(&self, name: &str, reason: &str) -> String {
-        let events: Api<Event> = self.ctx.api();
-        let what = format!("a {reason} event for {name}");
-        wait_until(&what, EVENTUALLY, POLL, || async {
-            let list = events.list(&Default::default()).await?;
-            Ok(list.items.into_iter().find_map(|e| {
-                let about = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
-                (about && e.reason.as_deref() == Some(reason)).then(|| e.note.unwrap_or_default())
-            }))
-        })
-        .await
-        .expect("the event")
+        support::wait_event(&self.ctx.client, &self.ctx.namespace, name, reason).await
     }
 
     async fn server_config(&self, name: &str) -> Option<StreamConfig> {
@@ -94,10 +73,6 @@ impl Fixture {
         let mut stream = self.ctx.jetstream.get_stream(name).await.expect("the stream");
         stream.info().await.expect("info").state.messages
     }
-}
-
-fn condition<'a>(stream: &'a Stream, type_: &str) -> Option<&'a Condition> {
-    stream.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 #[tokio::test]

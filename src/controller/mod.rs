@@ -2,6 +2,7 @@
 //! This module holds what they share: the context, error classification, backoff,
 //! requeue timing and status writes.
 
+pub mod consumer;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -16,7 +17,8 @@ use rand::Rng;
 
 use crate::jetstream::JetStreamError;
 use crate::metrics::Metrics;
-use crate::plan::Violation;
+use crate::plan::{FieldChange, Violation};
+use crate::status::Health;
 
 /// The annotation that pauses reconciling one object: `jetway.dev/paused: "true"`.
 pub const PAUSED_ANNOTATION: &str = "jetway.dev/paused";
@@ -84,6 +86,56 @@ impl Context {
         Action::requeue(delay)
     }
 
+    /// How soon to look again after `outcome`; `Err` asks the runner for backoff.
+    pub fn next(&self, key: &str, outcome: Result<Done, ReconcileError>) -> Result<Action, ReconcileError> {
+        match outcome {
+            Err(e) if e.retry() == Retry::Backoff => Err(e),
+            Err(e) if e.retry() == Retry::Soon => Ok(Action::requeue(self.settings.resync.min(Duration::from_secs(3)))),
+            _ => Ok(self.resync(key)),
+        }
+    }
+
+    /// Events on transitions only: a change made, or a new reason for not being Ready
+    /// (`previous_reason` is the Ready reason in the object's status).
+    pub async fn announce<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        what: &str,
+        outcome: &Result<Done, ReconcileError>,
+        previous_reason: Option<&str>,
+    ) {
+        let (warning, reason, note) = match outcome {
+            Ok(Done::InSync | Done::Pending(_)) => return,
+            Ok(Done::Created) => (false, "Created", format!("created {what}")),
+            Ok(Done::Updated(changes)) => (false, "Updated", describe(&format!("updated {what}"), changes)),
+            Ok(Done::Adopted(changes)) => (false, "Adopted", describe(&format!("adopted {what}"), changes)),
+            Err(e) if previous_reason == Some(e.reason()) => return,
+            Err(e) => (true, e.reason(), e.to_string()),
+        };
+        self.event(object, warning, reason, note).await;
+    }
+
+    /// Writes `status` with server-side apply, unless it equals what is there.
+    pub async fn write_status<K, S>(&self, object: &K, previous: &S, status: &S) -> Result<(), ReconcileError>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize + PartialEq,
+    {
+        if status == previous {
+            return Ok(());
+        }
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+        let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(patch))
+            .await
+            .map_err(ReconcileError::Kube)?;
+        Ok(())
+    }
+
     /// Publishes a Kubernetes Event about `object`; a failure to publish is logged only.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
         let event = Event {
@@ -97,6 +149,45 @@ impl Context {
             tracing::warn!(error = %err, "publishing an event");
         }
     }
+}
+
+/// Runs `apply` or, for an object being deleted, `cleanup` behind the finalizer, and
+/// counts the reconcile in the metrics.
+pub async fn with_finalizer<K, A, AF, C, CF>(
+    object: Arc<K>,
+    ctx: &Arc<Context>,
+    kind: &'static str,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, RunnerError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    A: FnOnce(Arc<K>, Arc<Context>) -> AF,
+    AF: std::future::Future<Output = Result<Action, ReconcileError>>,
+    C: FnOnce(Arc<K>, Arc<Context>) -> CF,
+    CF: std::future::Future<Output = Result<Action, ReconcileError>>,
+{
+    use kube::runtime::finalizer::{Error, Event, finalizer};
+    let started = std::time::Instant::now();
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Event::Apply(object) => apply(object, ctx.clone()).await,
+            Event::Cleanup(object) => cleanup(object, ctx.clone()).await,
+        }
+    })
+    .await;
+    let reason = match &result {
+        Ok(_) => None,
+        Err(Error::ApplyFailed(e) | Error::CleanupFailed(e)) => Some(e.reason()),
+        Err(_) => Some("FinalizerFailed"),
+    };
+    ctx.metrics.reconciled(kind, started.elapsed().as_secs_f64(), reason);
+    result.map_err(RunnerError)
 }
 
 /// `<namespace>/<name>`: how logs, backoff and the ownership mark name an object.
@@ -113,8 +204,39 @@ pub fn is_paused<K: Resource>(object: &K) -> bool {
 pub enum Retry {
     /// Only a change (of the spec, or of another object) can help; look again at resync.
     OnChange,
+    /// Something this object waits for may appear any moment: look again shortly.
+    Soon,
     /// A server is unreachable or overloaded: exponential backoff.
     Backoff,
+}
+
+/// What a successful reconcile did.
+pub enum Done {
+    InSync,
+    Created,
+    Updated(Vec<FieldChange>),
+    Adopted(Vec<FieldChange>),
+    /// Observe-only mode: what would have been done.
+    Pending(String),
+}
+
+/// The health an outcome stands for. The Ready reason describes the state and stays
+/// put while it holds; what was done goes to Events (see [`Context::announce`]).
+pub fn health(kind: &str, outcome: &Result<Done, ReconcileError>) -> Health {
+    match outcome {
+        Ok(Done::InSync | Done::Created | Done::Updated(_) | Done::Adopted(_)) => {
+            Health::Ready { reason: "InSync", message: format!("the {kind} matches the spec") }
+        }
+        Ok(Done::Pending(what)) => Health::Progressing { reason: "ChangesPending", message: what.clone() },
+        Err(e) if e.retry() == Retry::OnChange => Health::Stalled { reason: e.reason(), message: e.to_string() },
+        Err(e) => Health::Progressing { reason: e.reason(), message: e.to_string() },
+    }
+}
+
+/// "what: spec.a: 1 -> 2, spec.b: ..."
+pub fn describe(what: &str, changes: &[FieldChange]) -> String {
+    let fields: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    format!("{what}: {}", fields.join(", "))
 }
 
 /// Why a reconcile did not reach its goal.
@@ -128,10 +250,12 @@ pub enum ReconcileError {
     ServerRefused(JetStreamError),
     #[error("{0}")]
     NatsUnavailable(JetStreamError),
-    #[error("the JetStream stream is managed by the Stream object {0}; this object leaves it untouched")]
-    OwnedElsewhere(String),
-    #[error("a stream of this name exists without a Jetway owner and adoptionPolicy is Never; it was left untouched")]
-    AdoptionRefused,
+    #[error("the {0} is managed by the object {1}; this object leaves it untouched")]
+    OwnedElsewhere(&'static str, String),
+    #[error("a {0} of this name exists without a Jetway owner and adoptionPolicy is Never; it was left untouched")]
+    AdoptionRefused(&'static str),
+    #[error("the stream {0} does not exist yet; the consumer is created once it does")]
+    StreamNotFound(String),
     #[error("writing to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
 }
@@ -148,8 +272,9 @@ impl ReconcileError {
             Self::ChangeRefused(_) => "ChangeRefused",
             Self::ServerRefused(_) => "ServerRefused",
             Self::NatsUnavailable(_) => "NatsUnavailable",
-            Self::OwnedElsewhere(_) => "OwnedByAnotherObject",
-            Self::AdoptionRefused => "AdoptionRefused",
+            Self::OwnedElsewhere(..) => "OwnedByAnotherObject",
+            Self::AdoptionRefused(_) => "AdoptionRefused",
+            Self::StreamNotFound(_) => "StreamNotFound",
             Self::Kube(_) => "KubernetesApiError",
         }
     }
@@ -157,6 +282,7 @@ impl ReconcileError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::NatsUnavailable(_) | Self::Kube(_) => Retry::Backoff,
+            Self::StreamNotFound(_) => Retry::Soon,
             _ => Retry::OnChange,
         }
     }

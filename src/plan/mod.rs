@@ -1,6 +1,7 @@
 //! Pure planning: what Jetway would do to make the server match a spec. No clients,
 //! no awaits, no clock; the controllers feed in what they observed and execute the plan.
 
+pub mod consumer;
 pub mod stream;
 
 use std::fmt;

@@ -172,3 +172,66 @@ pub async fn install_crds(client: &Client) {
         .expect("Established");
     }
 }
+
+/// Jetway kinds whose status carries conditions.
+pub trait Conditioned {
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+    fn observed_generation(&self) -> Option<i64>;
+}
+
+impl Conditioned for jetway::api::stream::Stream {
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+}
+
+impl Conditioned for jetway::api::consumer::Consumer {
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+}
+
+/// The condition `type_` of an object, if it has one.
+pub fn condition<'a, K: Conditioned>(
+    object: &'a K,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    object.conditions().iter().find(|c| c.type_ == type_)
+}
+
+/// Waits until the condition `type_` of `name`, for its current generation, has `status`.
+pub async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str) -> K
+where
+    K: Conditioned + kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("{name} to have {type_}={status}");
+    wait_until(&what, EVENTUALLY, POLL, || async {
+        let object = api.get(name).await?;
+        let current = object.observed_generation() == object.meta().generation;
+        Ok((current && condition(&object, type_).is_some_and(|c| c.status == status)).then_some(object))
+    })
+    .await
+    .expect("the condition")
+}
+
+/// Waits for an Event with `reason` about the object `name` in `namespace`; returns its note.
+pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let what = format!("a {reason} event for {name}");
+    wait_until(&what, EVENTUALLY, POLL, || async {
+        let list = events.list(&Default::default()).await?;
+        Ok(list.items.into_iter().find_map(|e| {
+            let about = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+            (about && e.reason.as_deref() == Some(reason)).then(|| e.note.unwrap_or_default())
+        }))
+    })
+    .await
+    .expect("the event")
+}

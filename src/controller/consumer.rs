@@ -1,0 +1,149 @@
+//! The Consumer controller. Each reconcile runs:
+//!
+//! 1. dereference: the connection (the operator's default one);
+//! 2. validate (pure): [`DesiredConsumer::from_spec`];
+//! 3. observe: the consumer, or the news that its stream does not exist yet;
+//! 4. plan (pure): [`plan_consumer`];
+//! 5. execute: create or update;
+//! 6. status: computed, and written only when it differs from what is there.
+//!
+//! A consumer whose stream is missing waits, saying so, and is looked at again
+//! shortly. Deletion follows `deletionPolicy` and never deletes a consumer this
+//! object does not own.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Done, ReconcileError, RunnerError, describe, health, is_paused, key, with_finalizer};
+use crate::api::condition::READY;
+use crate::api::consumer::{Consumer, ConsumerStatus};
+use crate::api::stream::DeletionPolicy;
+use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
+use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
+use crate::plan::stream::OWNER_KEY;
+use crate::status::conditions;
+
+const KIND: &str = "Consumer";
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let api: Api<Consumer> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "consumer reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, RunnerError> {
+    with_finalizer(consumer, &ctx, KIND, apply, cleanup).await
+}
+
+fn error_policy(consumer: Arc<Consumer>, error: &RunnerError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(consumer = %key(&*consumer), error = %error, "will retry");
+    ctx.backoff(&key(&*consumer))
+}
+
+async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = key(&*consumer);
+    if is_paused(&*consumer) {
+        return Ok(Action::await_change());
+    }
+    let desired = DesiredConsumer::from_spec(&consumer.spec, &consumer.name_any(), &key);
+    let consumer_name =
+        desired.as_ref().map_or_else(|_| consumer.spec.durable_name.clone(), |d| Some(d.name().to_owned()));
+    let (report, outcome) = match desired {
+        Ok(desired) => converge(&desired, &ctx).await,
+        Err(violations) => (None, Err(ReconcileError::InvalidSpec(violations))),
+    };
+    let health = health("consumer", &outcome);
+    let previous = consumer.status.clone().unwrap_or_default();
+    let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str());
+    let what = format!(
+        "the JetStream consumer {} on {}",
+        consumer_name.as_deref().unwrap_or_default(),
+        consumer.spec.stream_name
+    );
+    ctx.announce(&*consumer, &what, &outcome, previous_reason).await;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = ConsumerStatus {
+        observed_generation: consumer.metadata.generation,
+        conditions: conditions(&previous.conditions, &health, consumer.metadata.generation, &now),
+        consumer_name,
+        state: report.map(|r| r.state).or(previous.state.clone()),
+    };
+    ctx.write_status(&*consumer, &previous, &status).await?;
+    ctx.next(&key, outcome)
+}
+
+async fn converge(desired: &DesiredConsumer, ctx: &Context) -> (Option<ConsumerReport>, Result<Done, ReconcileError>) {
+    let observed = match jetstream::observe_consumer(&ctx.jetstream, &desired.stream, desired.name()).await {
+        Ok(ConsumerLookup::Found(report)) => Some(*report),
+        Ok(ConsumerLookup::Missing) => None,
+        Ok(ConsumerLookup::NoStream) => return (None, Err(ReconcileError::StreamNotFound(desired.stream.clone()))),
+        Err(err) => return (None, Err(err.into())),
+    };
+    let plan = plan_consumer(desired, observed.as_ref().map(|r| &r.observed));
+    if ctx.settings.observe_only {
+        let pending = match &plan {
+            ConsumerPlan::Create { .. } => Some("observe-only: would create the consumer".to_owned()),
+            ConsumerPlan::Update { changes, .. } => Some(describe("observe-only: would update", changes)),
+            _ => None,
+        };
+        if let Some(pending) = pending {
+            return (observed, Ok(Done::Pending(pending)));
+        }
+    }
+    let result = match plan {
+        ConsumerPlan::InSync => return (observed, Ok(Done::InSync)),
+        ConsumerPlan::Create { config } => {
+            jetstream::put_consumer(&ctx.jetstream, &desired.stream, config, true).await.map(|r| (r, Done::Created))
+        }
+        ConsumerPlan::Update { config, changes, adopting } => {
+            jetstream::put_consumer(&ctx.jetstream, &desired.stream, config, false)
+                .await
+                .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) }))
+        }
+        ConsumerPlan::Refused { violations } => return (observed, Err(ReconcileError::ChangeRefused(violations))),
+        ConsumerPlan::OwnedElsewhere { owner } => {
+            return (observed, Err(ReconcileError::OwnedElsewhere("consumer", owner)));
+        }
+        ConsumerPlan::AdoptionRefused => return (observed, Err(ReconcileError::AdoptionRefused("consumer"))),
+    };
+    match result {
+        Ok((report, done)) => (Some(report), Ok(done)),
+        Err(err) => (observed, Err(err.into())),
+    }
+}
+
+/// `Delete` removes a consumer this object owns; anything else is left as it is,
+/// and a consumer or stream already gone needs nothing.
+async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = key(&*consumer);
+    let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
+    if ctx.settings.observe_only || policy == DeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    let name = consumer.spec.durable_name.clone().unwrap_or_else(|| consumer.name_any());
+    let stream = &consumer.spec.stream_name;
+    if let ConsumerLookup::Found(report) = jetstream::observe_consumer(&ctx.jetstream, stream, &name).await?
+        && report.observed.config.metadata.get(OWNER_KEY) == Some(&key)
+    {
+        jetstream::delete_consumer(&ctx.jetstream, stream, &name).await?;
+        ctx.event(&*consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
+    }
+    Ok(Action::await_change())
+}
