@@ -50,7 +50,7 @@ impl Fixture {
     }
 
     async fn server_consumer(&self, stream: &str, name: &str) -> Option<async_nats::jetstream::consumer::Config> {
-        let mut stream = self.ctx.jetstream.get_stream(stream).await.ok()?;
+        let stream = self.ctx.jetstream.get_stream(stream).await.ok()?;
         Some(stream.consumer_info(name).await.ok()?.config)
     }
 }
