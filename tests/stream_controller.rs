@@ -272,3 +272,18 @@ async fn observe_only_mode_reports_what_would_change_and_changes_nothing() {
     assert!(fx.streams.get("watched").await.expect("object").finalizers().iter().any(|f| f == "jetway.dev/cleanup"));
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn resyncs_that_find_nothing_new_write_nothing() {
+    let fx = Fixture::new("stream-noop").await;
+    fx.apply("quiet", "{}").await;
+    let ready = fx.wait_ready("quiet", "True").await;
+    // Let the status settle, then watch several resyncs (every 2 s here) go by.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = fx.streams.get("quiet").await.expect("object").metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = fx.streams.get("quiet").await.expect("object").metadata.resource_version;
+    assert_eq!(settled, after, "no status write without a change");
+    assert!(condition(&ready, "Ready").is_some());
+    fx.operator.stop().await;
+}
