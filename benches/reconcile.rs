@@ -1,0 +1,259 @@
+//! Reconcile benchmark: N Streams and N Consumers applied to the test ground, against
+//! the same streams and consumers created directly with async-nats, in one run.
+//!
+//!   cargo bench --bench reconcile                 # N = 1000
+//!   cargo bench --bench reconcile -- --objects 200
+//!
+//! Prints the time until every object is Ready, reconciles per second, the operator's
+//! peak RSS, and the reference time beside it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use jetway::api::consumer::Consumer;
+use jetway::api::stream::Stream;
+use jetway_testground::{Attached, Ground, GroundOptions, Tools};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// How many Streams, and as many Consumers, to apply.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Requests in flight at once, for both the apply and the reference.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// cargo bench passes --bench; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (attached, _ground) = match Attached::from_env() {
+        Some(attached) => (attached, None),
+        None => {
+            eprintln!(
+                "starting a test ground (set JETWAY_TEST_KUBECONFIG and JETWAY_TEST_NATS_URL to use a running one)"
+            );
+            let ground =
+                Ground::start(Tools::locate()?, &GroundOptions { controller_manager: false, keep_dir: false }).await?;
+            let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
+            (attached, Some(ground))
+        }
+    };
+    let client = jetway_testground::kube::client_from_kubeconfig(&attached.kubeconfig).await?;
+    let nats = async_nats::connect(&attached.nats_url).await?;
+    let js = async_nats::jetstream::new(nats);
+    let n = args.objects;
+
+    let reference = reference(&js, n, args.concurrency).await?;
+
+    install_crds(&client).await?;
+    let namespace = format!("bench-{}", std::process::id());
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+
+    let port = jetway_testground::wait::free_port()?;
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
+        .args([
+            "run",
+            "--namespace",
+            &namespace,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-filter",
+            "warn",
+        ])
+        .env("KUBECONFIG", &attached.kubeconfig)
+        .env("JETWAY_NATS_URL", &attached.nats_url)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting jetway run")?;
+    let pid = operator.id().context("the operator's pid")?;
+    wait_for_metrics(port).await?;
+    let reconciles_before = reconciles(port).await?;
+
+    let started = Instant::now();
+    let streams: Api<Stream> = Api::namespaced(client.clone(), &namespace);
+    let consumers: Api<Consumer> = Api::namespaced(client.clone(), &namespace);
+    let params = PatchParams::apply("jetway-bench");
+    stream::iter(0..n)
+        .map(|i| {
+            let (streams, consumers, params) = (streams.clone(), consumers.clone(), params.clone());
+            async move {
+                let name = format!("bench-{i}");
+                let s = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name},
+                    "spec": {"name": format!("BENCH_{i}"), "storage": "file", "maxAge": "1h"}});
+                streams.patch(&name, &params, &Patch::Apply(s)).await?;
+                let c = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": name},
+                    "spec": {"streamName": format!("BENCH_{i}"), "durableName": "worker", "ackWait": "30s"}});
+                consumers.patch(&name, &params, &Patch::Apply(c)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<()>()
+        .await?;
+    let applied = started.elapsed();
+
+    loop {
+        let ready = count_ready(&streams).await? + count_ready(&consumers).await?;
+        if ready == 2 * n {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("only {ready} of {} objects Ready after 30 min", 2 * n);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_ready = started.elapsed();
+    let reconciled = reconciles(port).await? - reconciles_before;
+    let peak_rss_kib = peak_rss_kib(pid)?;
+    operator.kill().await.ok();
+
+    // Leave the server as it was.
+    stream::iter(0..n)
+        .for_each_concurrent(args.concurrency, |i| {
+            let js = js.clone();
+            async move {
+                let _ = js.delete_stream(format!("BENCH_{i}")).await;
+            }
+        })
+        .await;
+
+    println!("reconcile benchmark: {n} Streams + {n} Consumers on nats-server and kube-apiserver (loopback)");
+    println!("  applied to Kubernetes in        {:>8.2} s", applied.as_secs_f64());
+    println!(
+        "  all {} Ready after              {:>8.2} s   ({:.2} s after the last apply)",
+        2 * n,
+        all_ready.as_secs_f64(),
+        (all_ready - applied).as_secs_f64()
+    );
+    println!("  reconciles                      {:>8.0}   ({:.0}/s)", reconciled, reconciled / all_ready.as_secs_f64());
+    println!("  operator peak RSS               {:>8.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!(
+        "  reference: async-nats directly  {:>8.2} s   (same streams and consumers, {} in flight)",
+        reference.as_secs_f64(),
+        args.concurrency
+    );
+    println!("  ratio Ready / reference         {:>8.1}x", all_ready.as_secs_f64() / reference.as_secs_f64());
+    Ok(())
+}
+
+/// Creates and then deletes N streams with one consumer each, straight through async-nats.
+async fn reference(js: &async_nats::jetstream::Context, n: usize, concurrency: usize) -> anyhow::Result<Duration> {
+    use async_nats::jetstream::{consumer, stream as js_stream};
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| async move {
+            let config = js_stream::Config {
+                name: format!("REF_{i}"),
+                max_age: Duration::from_secs(3600),
+                ..Default::default()
+            };
+            let s = js.create_stream(config).await?;
+            let c = consumer::pull::Config {
+                durable_name: Some("worker".into()),
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            s.create_consumer(c).await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await?;
+    let elapsed = started.elapsed();
+    stream::iter(0..n)
+        .for_each_concurrent(concurrency, |i| async move {
+            let _ = js.delete_stream(format!("REF_{i}")).await;
+        })
+        .await;
+    Ok(elapsed)
+}
+
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in jetway::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("jetway-bench").force(), &Patch::Apply(&crd)).await?;
+        jetway_testground::wait::until(
+            "the CRD to be Established",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                let conditions = crds.get(&name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
+                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn count_ready<K>(api: &Api<K>) -> anyhow::Result<usize>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let list = api.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| {
+            let value = serde_json::to_value(o).unwrap_or_default();
+            value["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .count())
+}
+
+async fn metrics(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
+    jetway_testground::wait::until(
+        "the operator's /metrics",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { Ok(metrics(port).await.ok().map(|_| ())) },
+    )
+    .await
+}
+
+/// The sum of `jetway_reconciles_total` over kinds.
+async fn reconciles(port: u16) -> anyhow::Result<f64> {
+    let text = metrics(port).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("jetway_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// The high-water mark of the process's resident memory, from /proc.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    Ok(line.split_whitespace().nth(1).context("a number")?.parse()?)
+}
