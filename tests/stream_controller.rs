@@ -184,6 +184,8 @@ async fn an_unowned_stream_is_adopted_and_one_owned_by_another_object_is_left_al
     assert_eq!(stalled.reason, "OwnedByAnotherObject");
     assert!(stalled.message.contains(&format!("{}/first", fx.ctx.namespace)), "{}", stalled.message);
     assert_eq!(fx.server_config(&name).await.expect("the stream").max_messages, -1, "untouched");
+    let told = fx.event("first", "DeclaredTwice").await;
+    assert!(told.contains(&format!("{}/second", fx.ctx.namespace)), "the owner says why too: {told}");
 
     let unowned = fx.ctx.unique("UNOWNED");
     fx.ctx

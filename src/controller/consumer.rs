@@ -78,6 +78,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         consumer.spec.stream_name
     );
     ctx.announce(&*consumer, &what, &outcome, previous_reason).await;
+    ctx.tell_owner(&*consumer, &outcome, previous_reason).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = ConsumerStatus {
         observed_generation: consumer.metadata.generation,

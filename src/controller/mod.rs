@@ -136,8 +136,42 @@ impl Context {
         Ok(())
     }
 
+    /// When `outcome` is a newly found ownership conflict, tells the owning object too
+    /// (same kind, named `<namespace>/<name>` by the ownership mark), so that both say why.
+    pub async fn tell_owner<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        outcome: &Result<Done, ReconcileError>,
+        previous_reason: Option<&str>,
+    ) {
+        let Err(error @ ReconcileError::OwnedElsewhere(what, owner)) = outcome else { return };
+        if previous_reason == Some(error.reason()) {
+            return;
+        }
+        let Some((namespace, name)) = owner.split_once('/') else { return };
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        let note = format!("{} {} also declares this {what}; it is left to this object", K::kind(&()), key(object));
+        self.publish(true, "DeclaredTwice", note, &reference).await;
+    }
+
     /// Publishes a Kubernetes Event about `object`; a failure to publish is logged only.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
+        self.publish(warning, reason, note, &object.object_ref(&())).await;
+    }
+
+    async fn publish(
+        &self,
+        warning: bool,
+        reason: &str,
+        note: String,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_owned(),
@@ -145,7 +179,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&event, reference).await {
             tracing::warn!(error = %err, "publishing an event");
         }
     }

@@ -72,6 +72,7 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
     let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str());
     let what = format!("the JetStream stream {}", stream_name.as_deref().unwrap_or_default());
     ctx.announce(stream, &what, &outcome, previous_reason).await;
+    ctx.tell_owner(stream, &outcome, previous_reason).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = StreamStatus {
         observed_generation: stream.metadata.generation,
