@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::{ConnectOptions, Event};
+use async_nats::{ConnectOptions, Event, ServerAddr};
 
 /// How to authenticate to NATS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub enum ConnectError {
     ReadCreds { path: PathBuf, source: std::io::Error },
     #[error("reading the nkey seed file {path}")]
     ReadNkey { path: PathBuf, source: std::io::Error },
+    #[error("the NATS server URLs {servers} do not parse")]
+    Url { servers: String, source: std::io::Error },
     #[error("connecting to NATS at {servers}")]
     Connect { servers: String, source: async_nats::ConnectError },
 }
@@ -71,7 +73,13 @@ impl NatsSettings {
             options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
         }
         let servers = self.servers.join(",");
-        options.connect(servers.as_str()).await.map_err(|source| ConnectError::Connect { servers, source })
+        let addrs = self
+            .servers
+            .iter()
+            .map(|url| url.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConnectError::Url { servers: servers.clone(), source })?;
+        options.connect(addrs).await.map_err(|source| ConnectError::Connect { servers, source })
     }
 }
 

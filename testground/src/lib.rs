@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use crate::kube::KubeControlPlane;
-pub use crate::nats::NatsServer;
+pub use crate::nats::{NatsCluster, NatsServer};
 pub use crate::tools::Tools;
 
 /// Names the admin kubeconfig of a running test ground.

@@ -141,3 +141,43 @@ impl Drop for NatsServer {
         self.server.stop(GRACE, &self.lifeline);
     }
 }
+
+/// Name of the JetStream cluster [`NatsCluster`] forms.
+pub const CLUSTER_NAME: &str = "jetway-test";
+
+/// A JetStream cluster of nats-servers on loopback, for replicas and placement.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other, and waits for JetStream's meta
+    /// leader, so that streams can be created at once.
+    pub async fn start(tools: &Tools, size: usize) -> anyhow::Result<Self> {
+        let route_ports = (0..size).map(|_| wait::free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+        let mut servers = Vec::with_capacity(size);
+        for port in &route_ports {
+            let config = format!(
+                "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
+                routes.join(", ")
+            );
+            servers.push(NatsServer::start(tools, &config).await?);
+        }
+        let cluster = Self { servers };
+        let url = cluster.servers[0].url();
+        wait::until("the JetStream meta leader", Duration::from_secs(60), Duration::from_millis(200), || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(url).await?;
+                Ok(async_nats::jetstream::new(client).query_account().await.ok().map(|_| ()))
+            }
+        })
+        .await?;
+        Ok(cluster)
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
+    }
+}
