@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crds;
+pub mod deadletter;
 pub mod http;
 pub mod jetstream;
 pub mod metrics;

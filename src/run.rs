@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
 
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let ctx = Arc::new(Context::new(kube, jetstream, config.controllers, health.metrics.clone()));
+    let ctx = Arc::new(Context::new(kube, jetstream, config.controllers, health.metrics.clone(), shutdown.clone()));
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx, config.namespace, shutdown.clone()));
 

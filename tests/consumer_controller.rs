@@ -210,3 +210,68 @@ async fn nack_example_streams_and_consumers_are_reconciled_with_only_their_api_v
     }
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn messages_given_up_on_are_copied_to_the_dead_letter_subject_with_their_origin() {
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let fx = Fixture::new("consumer-dead-letter").await;
+    let (work, dead) = (fx.ctx.unique("WORK"), fx.ctx.unique("DEAD"));
+    let subject = format!("{}.work", fx.ctx.namespace);
+    let dead_subject = format!("{}.dead", fx.ctx.namespace);
+    fx.apply(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": "work"}, "spec": {"name": work, "subjects": [subject]}}))
+        .await;
+    fx.apply(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": "dead"}, "spec": {"name": dead, "subjects": [dead_subject]}}))
+        .await;
+    fx.apply_consumer(
+        "worker",
+        &format!("streamName: {work}\nmaxDeliver: 2\nackWait: 1s\ndeadLetter: {{subject: {dead_subject}}}\n"),
+    )
+    .await;
+    wait_condition(&fx.consumers, "worker", "Ready", "True").await;
+    wait_condition(&fx.streams, "dead", "Ready", "True").await;
+    // Give the forwarder a moment to subscribe to the advisories.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    for payload in ["poison", "refused"] {
+        fx.ctx.jetstream.publish(subject.clone(), payload.into()).await.expect("publish").await.expect("ack");
+    }
+    let stream = fx.ctx.jetstream.get_stream(&work).await.expect("stream");
+    let consumer =
+        stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("worker").await.expect("consumer");
+    wait_until("both dead letters", EVENTUALLY, POLL, || async {
+        let mut batch =
+            consumer.fetch().max_messages(10).expires(std::time::Duration::from_millis(300)).messages().await?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!(e))?;
+            let kind = if &message.payload[..] == b"refused" { AckKind::Term } else { AckKind::Nak(None) };
+            message.ack_with(kind).await.map_err(|e| anyhow::anyhow!(e))?;
+        }
+        let mut dead_stream = fx.ctx.jetstream.get_stream(&dead).await?;
+        Ok((dead_stream.info().await?.state.messages == 2).then_some(()))
+    })
+    .await
+    .expect("dead letters arrive");
+
+    let dead_stream = fx.ctx.jetstream.get_stream(&dead).await.expect("dead letter stream");
+    let mut seen = Vec::new();
+    for sequence in [1, 2] {
+        let letter = dead_stream.get_raw_message(sequence).await.expect("a dead letter");
+        let header = |name: &str| letter.headers.get(name).map(|v| v.to_string()).unwrap_or_default();
+        assert_eq!(header("Jetway-Origin-Stream"), work);
+        assert_eq!(header("Jetway-Origin-Subject"), subject);
+        assert_eq!(header("Jetway-Origin-Consumer"), "worker");
+        seen.push((
+            String::from_utf8(letter.payload.to_vec()).expect("utf-8"),
+            header("Jetway-Dead-Letter-Reason"),
+            header("Jetway-Origin-Sequence"),
+        ));
+    }
+    seen.sort();
+    assert_eq!(seen[0].0, "poison");
+    assert!(seen[0].1.starts_with("max_deliveries"), "{:?}", seen[0]);
+    assert_eq!(seen[0].2, "1");
+    assert_eq!(seen[1].0, "refused");
+    assert!(seen[1].1.starts_with("terminated"), "{:?}", seen[1]);
+    fx.operator.stop().await;
+}

@@ -186,6 +186,19 @@ pub struct ConsumerSpec {
     /// The priority groups pull requests may name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_groups: Option<Vec<String>>,
+    /// Where messages go once `maxDeliver` is exhausted or a worker terminates them:
+    /// the operator copies each to this subject, with its origin in `Jetway-Origin-*`
+    /// headers. A stream should capture the subject to keep them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// The dead-letter destination of a consumer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// The subject dead letters are published to.
+    #[schemars(length(min = 1), regex(pattern = r"^[^*>\s]+$"))]
+    pub subject: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -24,6 +24,7 @@ use super::{Context, Done, ReconcileError, RunnerError, describe, health, is_pau
 use crate::api::condition::READY;
 use crate::api::consumer::{Consumer, ConsumerStatus};
 use crate::api::stream::DeletionPolicy;
+use crate::deadletter::Target;
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
 use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
 use crate::plan::stream::OWNER_KEY;
@@ -65,10 +66,18 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     let desired = DesiredConsumer::from_spec(&consumer.spec, &consumer.name_any(), &key);
     let consumer_name =
         desired.as_ref().map_or_else(|_| consumer.spec.durable_name.clone(), |d| Some(d.name().to_owned()));
+    let dead_letter = desired.as_ref().ok().zip(consumer.spec.dead_letter.as_ref()).map(|(d, dl)| Target {
+        stream: d.stream.clone(),
+        consumer: d.name().to_owned(),
+        subject: dl.subject.clone(),
+    });
     let (report, outcome) = match desired {
         Ok(desired) => converge(&desired, &ctx).await,
         Err(violations) => (None, Err(ReconcileError::InvalidSpec(violations))),
     };
+    if !ctx.settings.observe_only {
+        ctx.dead_letters.ensure(&key, dead_letter);
+    }
     let health = health("consumer", &outcome);
     let previous = consumer.status.clone().unwrap_or_default();
     let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str());
@@ -134,6 +143,7 @@ async fn converge(desired: &DesiredConsumer, ctx: &Context) -> (Option<ConsumerR
 /// and a consumer or stream already gone needs nothing.
 async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = key(&*consumer);
+    ctx.dead_letters.ensure(&key, None);
     let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only || policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());

@@ -15,6 +15,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::deadletter::DeadLetters;
 use crate::jetstream::JetStreamError;
 use crate::metrics::Metrics;
 use crate::plan::{FieldChange, Violation};
@@ -43,6 +46,8 @@ pub struct Context {
     pub jetstream: async_nats::jetstream::Context,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// The dead-letter forwarders of Consumers that ask for one.
+    pub dead_letters: DeadLetters,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -53,10 +58,12 @@ impl Context {
         jetstream: async_nats::jetstream::Context,
         settings: Settings,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, jetstream, settings, metrics, recorder, failures: Mutex::default() }
+        let dead_letters = DeadLetters::new(jetstream.clone(), shutdown);
+        Self { client, jetstream, settings, metrics, dead_letters, recorder, failures: Mutex::default() }
     }
 
     /// The next look at an object that is fine: the resync interval, give or take
