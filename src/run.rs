@@ -13,6 +13,11 @@ use crate::controller::{self, Context, Settings};
 use crate::http::{self, Health};
 use crate::nats::{ConnectError, NatsSettings};
 
+/// How long running reconciles may take to finish after shutdown starts.
+const CONTROLLER_GRACE: Duration = Duration::from_secs(10);
+/// How long flushing the NATS connection may take.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 pub struct Config {
     /// How to reach Kubernetes (in-cluster, KUBECONFIG, or built by a test).
     pub kube: kube::Config,
@@ -62,15 +67,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         () = shutdown.cancelled() => {}
     }
     shutdown.cancelled().await;
-    for (controller, task) in [("stream", streams), ("consumer", consumers)] {
-        if let Err(join) = task.await {
-            tracing::error!(error = %join, controller, "a controller failed");
+    health.set_ready(false);
+    // Bounded, so that a stuck request cannot outlast the pod's grace period.
+    for (controller, mut task) in [("stream", streams), ("consumer", consumers)] {
+        match tokio::time::timeout(CONTROLLER_GRACE, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(join)) => tracing::error!(error = %join, controller, "a controller failed"),
+            Err(_) => {
+                tracing::warn!(controller, "a reconcile did not finish in time; stopping it");
+                task.abort();
+            }
         }
     }
-
-    health.set_ready(false);
-    if let Err(err) = nats.drain().await {
-        tracing::warn!(error = %err, "draining the NATS connection");
+    match tokio::time::timeout(DRAIN_GRACE, nats.drain()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "draining the NATS connection"),
+        Err(_) => tracing::warn!("draining the NATS connection took too long; closing it"),
     }
     match server.await {
         Ok(result) => result.map_err(RunError::Serve)?,

@@ -66,6 +66,11 @@ pub struct TestContext {
 impl TestContext {
     /// Creates the namespace `<test>-<random>` and connects to both servers.
     pub async fn new(test: &str) -> Self {
+        // The operator's logs, shown by the test runner when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info,jetway=debug,async_nats=warn")
+            .try_init();
         let ground = ground();
         let client = jetway_testground::kube::client_from_kubeconfig(&ground.kubeconfig).await.expect("a kube client");
         let suffix = Alphanumeric.sample_string(&mut rand::rng(), 6).to_lowercase();
