@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::GoDuration;
 use crate::controller::Settings;
-use crate::nats::{NatsAuth, NatsSettings};
+use crate::nats::{NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 use crate::run::Config;
 use crate::telemetry::LogArgs;
 
@@ -87,17 +87,21 @@ impl RunArgs {
         } else if let Some(path) = self.nats_nkey {
             NatsAuth::NkeySeedFile(path)
         } else if let (Some(user), Some(password)) = (self.nats_user, self.nats_password) {
-            NatsAuth::UserPassword { user, password }
+            NatsAuth::UserPassword { user, password: Redacted(password) }
         } else if let Some(token) = self.nats_token {
-            NatsAuth::Token(token)
+            NatsAuth::Token(Redacted(token))
         } else {
             NatsAuth::None
         };
         let nats = NatsSettings {
             servers: self.nats_url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             auth,
-            tls_ca: self.nats_tls_ca,
-            tls_client: self.nats_tls_cert.zip(self.nats_tls_key),
+            tls: TlsSettings {
+                ca: self.nats_tls_ca.map(Pem::File),
+                client: self.nats_tls_cert.zip(self.nats_tls_key).map(|(c, k)| (Pem::File(c), Pem::File(k))),
+                handshake_first: false,
+            },
+            ..Default::default()
         };
         let controllers = Settings { resync: self.resync_interval.0, observe_only: self.observe_only };
         Config { kube, nats, http_addr: self.metrics_addr, namespace: self.namespace, controllers }

@@ -1,76 +1,130 @@
-//! Connecting to NATS: settings resolved from flags (and, later, NatsConnection
-//! objects) turned into one async-nats client.
+//! Connecting to NATS: settings resolved from flags or from a NatsConnection and its
+//! Secrets, turned into one async-nats client. Secret material is held in
+//! [`Redacted`], whose `Debug` shows nothing of it.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::rustls;
+use async_nats::rustls::pki_types::pem::PemObject;
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::{ConnectOptions, Event, ServerAddr};
 
+/// A secret value; printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// PEM material: a file (flags), or inline (read from a Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Pem {
+    File(PathBuf),
+    Inline(Redacted),
+}
+
 /// How to authenticate to NATS.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum NatsAuth {
     #[default]
     None,
     CredsFile(PathBuf),
+    Creds(Redacted),
     NkeySeedFile(PathBuf),
+    NkeySeed(Redacted),
     UserPassword {
         user: String,
-        password: String,
+        password: Redacted,
     },
-    Token(String),
+    Token(Redacted),
+}
+
+/// TLS towards the servers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    pub ca: Option<Pem>,
+    /// Client certificate and key, for mutual TLS.
+    pub client: Option<(Pem, Pem)>,
+    pub handshake_first: bool,
 }
 
 /// Everything needed to reach one NATS system.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NatsSettings {
     pub servers: Vec<String>,
     pub auth: NatsAuth,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_client: Option<(PathBuf, PathBuf)>,
+    pub tls: TlsSettings,
+    pub domain: Option<String>,
+    pub api_prefix: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("reading the NATS credentials file {path}")]
-    ReadCreds { path: PathBuf, source: std::io::Error },
-    #[error("reading the nkey seed file {path}")]
-    ReadNkey { path: PathBuf, source: std::io::Error },
+    #[error("reading {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the NATS credentials do not parse")]
+    Creds(#[source] std::io::Error),
+    #[error("the TLS {what} does not parse as PEM")]
+    Pem { what: &'static str },
+    #[error("the TLS settings are not usable: {0}")]
+    Tls(#[source] rustls::Error),
     #[error("the NATS server URLs {servers} do not parse")]
     Url { servers: String, source: std::io::Error },
     #[error("connecting to NATS at {servers}")]
     Connect { servers: String, source: async_nats::ConnectError },
 }
 
+/// The last problem a connection reported, for status messages.
+pub type LastError = Arc<std::sync::Mutex<Option<String>>>;
+
+async fn read(pem: &Pem) -> Result<Vec<u8>, ConnectError> {
+    match pem {
+        Pem::File(path) => {
+            tokio::fs::read(path).await.map_err(|source| ConnectError::Read { path: path.clone(), source })
+        }
+        Pem::Inline(text) => Ok(text.0.clone().into_bytes()),
+    }
+}
+
+async fn read_string(path: &PathBuf) -> Result<String, ConnectError> {
+    tokio::fs::read_to_string(path).await.map_err(|source| ConnectError::Read { path: path.clone(), source })
+}
+
 impl NatsSettings {
     /// A client that keeps reconnecting, with backoff, for as long as it lives: an
-    /// unreachable server is a state to report, never a reason to give up.
-    pub async fn connect(&self, client_name: &str) -> Result<async_nats::Client, ConnectError> {
+    /// unreachable server is a state to report, never a reason to give up. Problems
+    /// the connection meets are logged and kept in `last_error`.
+    pub async fn connect(&self, client_name: &str, last_error: LastError) -> Result<async_nats::Client, ConnectError> {
+        let events = last_error.clone();
         let mut options = ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move { log_event(&event) });
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { log_event(&event, &events) }
+            });
         options = match &self.auth {
             NatsAuth::None => options,
-            NatsAuth::CredsFile(path) => options
-                .credentials_file(path)
-                .await
-                .map_err(|source| ConnectError::ReadCreds { path: path.clone(), source })?,
-            NatsAuth::NkeySeedFile(path) => {
-                let seed = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|source| ConnectError::ReadNkey { path: path.clone(), source })?;
-                options.nkey(seed.trim().to_owned())
-            }
-            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.clone()),
-            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::CredsFile(path) => options.credentials(&read_string(path).await?).map_err(ConnectError::Creds)?,
+            NatsAuth::Creds(text) => options.credentials(&text.0).map_err(ConnectError::Creds)?,
+            NatsAuth::NkeySeedFile(path) => options.nkey(read_string(path).await?.trim().to_owned()),
+            NatsAuth::NkeySeed(seed) => options.nkey(seed.0.trim().to_owned()),
+            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.0.clone()),
+            NatsAuth::Token(token) => options.token(token.0.clone()),
         };
-        if let Some(ca) = &self.tls_ca {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        if self.tls.ca.is_some() || self.tls.client.is_some() {
+            options = options.tls_client_config(self.rustls_config().await?).require_tls(true);
         }
-        if let Some((cert, key)) = &self.tls_client {
-            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        if self.tls.handshake_first {
+            options = options.tls_first();
         }
         let servers = self.servers.join(",");
         let addrs = self
@@ -81,13 +135,54 @@ impl NatsSettings {
             .map_err(|source| ConnectError::Url { servers: servers.clone(), source })?;
         options.connect(addrs).await.map_err(|source| ConnectError::Connect { servers, source })
     }
+
+    /// The JetStream API, at the domain or prefix the settings name.
+    pub fn jetstream(&self, client: async_nats::Client) -> async_nats::jetstream::Context {
+        match (&self.domain, &self.api_prefix) {
+            (Some(domain), _) => async_nats::jetstream::with_domain(client, domain),
+            (None, Some(prefix)) => async_nats::jetstream::with_prefix(client, prefix),
+            (None, None) => async_nats::jetstream::new(client),
+        }
+    }
+
+    async fn rustls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &self.tls.ca {
+            for cert in CertificateDer::pem_slice_iter(&read(ca).await?) {
+                let cert = cert.map_err(|_| ConnectError::Pem { what: "CA" })?;
+                roots.add(cert).map_err(ConnectError::Tls)?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(ConnectError::Tls)?
+            .with_root_certificates(roots);
+        match &self.tls.client {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(&read(cert).await?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ConnectError::Pem { what: "client certificate" })?;
+                let key = PrivateKeyDer::from_pem_slice(&read(key).await?)
+                    .map_err(|_| ConnectError::Pem { what: "client key" })?;
+                builder.with_client_auth_cert(chain, key).map_err(ConnectError::Tls)
+            }
+        }
+    }
 }
 
-fn log_event(event: &Event) {
+fn log_event(event: &Event, last_error: &LastError) {
     match event {
-        Event::Connected => tracing::info!("connected to NATS"),
+        Event::Connected => {
+            tracing::info!("connected to NATS");
+            *last_error.lock().expect("last error lock") = None;
+        }
         Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
         Event::Draining | Event::Closed => tracing::debug!(event = %event, "NATS connection closing"),
-        other => tracing::warn!(event = %other, "NATS connection event"),
+        other => {
+            tracing::warn!(event = %other, "NATS connection event");
+            *last_error.lock().expect("last error lock") = Some(other.to_string());
+        }
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Context, Settings};
 use crate::http::{self, Health};
-use crate::nats::{ConnectError, NatsSettings};
+use crate::nats::{ConnectError, LastError, NatsSettings};
 
 /// How long running reconciles may take to finish after shutdown starts.
 const CONTROLLER_GRACE: Duration = Duration::from_secs(10);
@@ -50,20 +50,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let version = kube.apiserver_version().await.map_err(RunError::KubeUnreachable)?;
     tracing::info!(version = %version.git_version, "connected to Kubernetes");
 
-    let nats = config.nats.connect("jetway").await?;
+    let nats = config.nats.connect("jetway", LastError::default()).await?;
     let health = Arc::new(Health::default());
     let listener =
         http::bind(config.http_addr).await.map_err(|source| RunError::Bind { addr: config.http_addr, source })?;
     tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz and /readyz");
     let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
 
-    let jetstream = async_nats::jetstream::new(nats.clone());
-    let ctx = Arc::new(Context::new(kube, jetstream, config.controllers, health.metrics.clone(), shutdown.clone()));
+    let jetstream = config.nats.jetstream(nats.clone());
+    let ctx =
+        Arc::new(Context::new(kube, jetstream.clone(), config.controllers, health.metrics.clone(), shutdown.clone()));
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
-        () = wait_for_jetstream(&nats) => health.set_ready(true),
+        () = wait_for_jetstream(&jetstream) => health.set_ready(true),
         () = shutdown.cancelled() => {}
     }
     shutdown.cancelled().await;
@@ -94,8 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
 /// Waits, retrying with backoff for as long as it takes, until the JetStream API of
 /// the default connection answers, and logs what the account holds.
-async fn wait_for_jetstream(nats: &async_nats::Client) {
-    let jetstream = async_nats::jetstream::new(nats.clone());
+async fn wait_for_jetstream(jetstream: &async_nats::jetstream::Context) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))

@@ -4,6 +4,7 @@
 //! NACK manifest works after changing its `apiVersion`. Every field is optional: unset
 //! means the server's default, and a field removed from a spec goes back to it.
 
+pub mod connection;
 pub mod consumer;
 pub mod duration;
 pub mod stream;
