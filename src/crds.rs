@@ -5,12 +5,13 @@ use std::io::Write;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::api::connection::NatsConnection;
 use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
 
 /// Every CRD Jetway serves.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Stream::crd(), Consumer::crd()]
+    vec![Stream::crd(), Consumer::crd(), NatsConnection::crd()]
 }
 
 /// Writes all CRDs as one multi-document YAML stream.

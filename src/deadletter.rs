@@ -27,6 +27,8 @@ pub const REASON: &str = "Jetway-Dead-Letter-Reason";
 /// Where one consumer's dead letters go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// The NatsConnection the consumer is reached through; empty for the default one.
+    pub connection: String,
     pub stream: String,
     pub consumer: String,
     pub subject: String,
@@ -34,7 +36,6 @@ pub struct Target {
 
 /// The forwarders, one per Consumer object with a dead-letter subject.
 pub struct DeadLetters {
-    jetstream: Context,
     shutdown: CancellationToken,
     running: Mutex<HashMap<String, (Target, CancellationToken)>>,
 }
@@ -48,13 +49,14 @@ struct Advisory {
 }
 
 impl DeadLetters {
-    pub fn new(jetstream: Context, shutdown: CancellationToken) -> Self {
-        Self { jetstream, shutdown, running: Mutex::default() }
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self { shutdown, running: Mutex::default() }
     }
 
     /// Makes the forwarder of the object `key` match `target`: started, moved to a new
     /// target, or (with `None`) stopped.
-    pub fn ensure(&self, key: &str, target: Option<Target>) {
+    pub fn ensure(&self, key: &str, target: Option<(Target, Context)>) {
+        let (target, jetstream) = target.unzip();
         let mut running = self.running.lock().expect("dead letters lock");
         if running.get(key).map(|(t, _)| t) == target.as_ref() {
             return;
@@ -64,7 +66,8 @@ impl DeadLetters {
         }
         if let Some(target) = target {
             let token = self.shutdown.child_token();
-            tokio::spawn(forward(self.jetstream.clone(), target.clone(), token.clone()));
+            let jetstream = jetstream.expect("a context with every target");
+            tokio::spawn(forward(jetstream, target.clone(), token.clone()));
             running.insert(key.to_owned(), (target, token));
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod connection;
 pub mod controller;
 pub mod crds;
 pub mod deadletter;

@@ -111,21 +111,7 @@ impl NatsSettings {
                 let events = events.clone();
                 async move { log_event(&event, &events) }
             });
-        options = match &self.auth {
-            NatsAuth::None => options,
-            NatsAuth::CredsFile(path) => options.credentials(&read_string(path).await?).map_err(ConnectError::Creds)?,
-            NatsAuth::Creds(text) => options.credentials(&text.0).map_err(ConnectError::Creds)?,
-            NatsAuth::NkeySeedFile(path) => options.nkey(read_string(path).await?.trim().to_owned()),
-            NatsAuth::NkeySeed(seed) => options.nkey(seed.0.trim().to_owned()),
-            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.0.clone()),
-            NatsAuth::Token(token) => options.token(token.0.clone()),
-        };
-        if self.tls.ca.is_some() || self.tls.client.is_some() {
-            options = options.tls_client_config(self.rustls_config().await?).require_tls(true);
-        }
-        if self.tls.handshake_first {
-            options = options.tls_first();
-        }
+        options = authenticated(options, self).await?;
         let servers = self.servers.join(",");
         let addrs = self
             .servers
@@ -170,6 +156,29 @@ impl NatsSettings {
             }
         }
     }
+}
+
+/// `options` with the settings' credentials and TLS applied.
+pub async fn authenticated(
+    mut options: ConnectOptions,
+    settings: &NatsSettings,
+) -> Result<ConnectOptions, ConnectError> {
+    options = match &settings.auth {
+        NatsAuth::None => options,
+        NatsAuth::CredsFile(path) => options.credentials(&read_string(path).await?).map_err(ConnectError::Creds)?,
+        NatsAuth::Creds(text) => options.credentials(&text.0).map_err(ConnectError::Creds)?,
+        NatsAuth::NkeySeedFile(path) => options.nkey(read_string(path).await?.trim().to_owned()),
+        NatsAuth::NkeySeed(seed) => options.nkey(seed.0.trim().to_owned()),
+        NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.0.clone()),
+        NatsAuth::Token(token) => options.token(token.0.clone()),
+    };
+    if settings.tls.ca.is_some() || settings.tls.client.is_some() {
+        options = options.tls_client_config(settings.rustls_config().await?).require_tls(true);
+    }
+    if settings.tls.handshake_first {
+        options = options.tls_first();
+    }
+    Ok(options)
 }
 
 fn log_event(event: &Event, last_error: &LastError) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{Pool, Pooled};
 use crate::controller::{self, Context, Settings};
 use crate::http::{self, Health};
 use crate::nats::{ConnectError, LastError, NatsSettings};
@@ -50,7 +51,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let version = kube.apiserver_version().await.map_err(RunError::KubeUnreachable)?;
     tracing::info!(version = %version.git_version, "connected to Kubernetes");
 
-    let nats = config.nats.connect("jetway", LastError::default()).await?;
+    let last_error = LastError::default();
+    let nats = config.nats.connect("jetway", last_error.clone()).await?;
     let health = Arc::new(Health::default());
     let listener =
         http::bind(config.http_addr).await.map_err(|source| RunError::Bind { addr: config.http_addr, source })?;
@@ -58,10 +60,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
 
     let jetstream = config.nats.jetstream(nats.clone());
+    let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error };
     let ctx =
-        Arc::new(Context::new(kube, jetstream.clone(), config.controllers, health.metrics.clone(), shutdown.clone()));
+        Arc::new(Context::new(kube, Pool::new(default), config.controllers, health.metrics.clone(), shutdown.clone()));
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
-    let consumers = tokio::spawn(controller::consumer::run(ctx, config.namespace, shutdown.clone()));
+    let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
+    let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
         () = wait_for_jetstream(&jetstream) => health.set_ready(true),
@@ -70,7 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancelled().await;
     health.set_ready(false);
     // Bounded, so that a stuck request cannot outlast the pod's grace period.
-    for (controller, mut task) in [("stream", streams), ("consumer", consumers)] {
+    for (controller, mut task) in [("stream", streams), ("consumer", consumers), ("connection", connections)] {
         match tokio::time::timeout(CONTROLLER_GRACE, &mut task).await {
             Ok(Ok(())) => {}
             Ok(Err(join)) => tracing::error!(error = %join, controller, "a controller failed"),

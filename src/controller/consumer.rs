@@ -67,16 +67,27 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     let consumer_name =
         desired.as_ref().map_or_else(|_| consumer.spec.durable_name.clone(), |d| Some(d.name().to_owned()));
     let dead_letter = desired.as_ref().ok().zip(consumer.spec.dead_letter.as_ref()).map(|(d, dl)| Target {
+        connection: consumer.spec.connection_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
         stream: d.stream.clone(),
         consumer: d.name().to_owned(),
         subject: dl.subject.clone(),
     });
+    let namespace = consumer.namespace().unwrap_or_default();
+    let mut connection = None;
     let (report, outcome) = match desired {
-        Ok(desired) => converge(&desired, &ctx).await,
         Err(violations) => (None, Err(ReconcileError::InvalidSpec(violations))),
+        Ok(desired) => match ctx.connection(&namespace, consumer.spec.connection_ref.as_ref(), &key).await {
+            Err(err) => (None, Err(err)),
+            Ok(pooled) => {
+                let (report, outcome) = converge(&desired, &pooled.jetstream, &ctx).await;
+                let outcome = outcome.map_err(|e| e.explained(&pooled));
+                connection = Some(pooled);
+                (report, outcome)
+            }
+        },
     };
     if !ctx.settings.observe_only {
-        ctx.dead_letters.ensure(&key, dead_letter);
+        ctx.dead_letters.ensure(&key, dead_letter.zip(connection.map(|c| c.jetstream)));
     }
     let health = health("consumer", &outcome);
     let previous = consumer.status.clone().unwrap_or_default();
@@ -99,8 +110,12 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     ctx.next(&key, outcome)
 }
 
-async fn converge(desired: &DesiredConsumer, ctx: &Context) -> (Option<ConsumerReport>, Result<Done, ReconcileError>) {
-    let observed = match jetstream::observe_consumer(&ctx.jetstream, &desired.stream, desired.name()).await {
+async fn converge(
+    desired: &DesiredConsumer,
+    js: &async_nats::jetstream::Context,
+    ctx: &Context,
+) -> (Option<ConsumerReport>, Result<Done, ReconcileError>) {
+    let observed = match jetstream::observe_consumer(js, &desired.stream, desired.name()).await {
         Ok(ConsumerLookup::Found(report)) => Some(*report),
         Ok(ConsumerLookup::Missing) => None,
         Ok(ConsumerLookup::NoStream) => return (None, Err(ReconcileError::StreamNotFound(desired.stream.clone()))),
@@ -120,10 +135,10 @@ async fn converge(desired: &DesiredConsumer, ctx: &Context) -> (Option<ConsumerR
     let result = match plan {
         ConsumerPlan::InSync => return (observed, Ok(Done::InSync)),
         ConsumerPlan::Create { config } => {
-            jetstream::put_consumer(&ctx.jetstream, &desired.stream, config, true).await.map(|r| (r, Done::Created))
+            jetstream::put_consumer(js, &desired.stream, config, true).await.map(|r| (r, Done::Created))
         }
         ConsumerPlan::Update { config, changes, adopting } => {
-            jetstream::put_consumer(&ctx.jetstream, &desired.stream, config, false)
+            jetstream::put_consumer(js, &desired.stream, config, false)
                 .await
                 .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) }))
         }
@@ -141,8 +156,30 @@ async fn converge(desired: &DesiredConsumer, ctx: &Context) -> (Option<ConsumerR
 
 /// `Delete` removes a consumer this object owns; anything else is left as it is,
 /// and a consumer or stream already gone needs nothing.
+/// Applies the deletion policy through the object's connection; when that connection
+/// is gone, nothing can be done on the server and the object is let go.
 async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = key(&*consumer);
+    let namespace = consumer.namespace().unwrap_or_default();
+    let result = match ctx.connection(&namespace, consumer.spec.connection_ref.as_ref(), &key).await {
+        Ok(pooled) => apply_deletion_policy(&consumer, &ctx, &pooled.jetstream).await,
+        Err(err) => {
+            tracing::warn!(consumer = %key, error = %err, "the connection is gone; leaving the server as it is");
+            Ok(Action::await_change())
+        }
+    };
+    if result.is_ok() {
+        ctx.connections.release(&key).await;
+    }
+    result
+}
+
+async fn apply_deletion_policy(
+    consumer: &Consumer,
+    ctx: &Context,
+    js: &async_nats::jetstream::Context,
+) -> Result<Action, ReconcileError> {
+    let key = key(consumer);
     ctx.dead_letters.ensure(&key, None);
     let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only || policy == DeletionPolicy::Retain {
@@ -150,11 +187,11 @@ async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, R
     }
     let name = consumer.spec.durable_name.clone().unwrap_or_else(|| consumer.name_any());
     let stream = &consumer.spec.stream_name;
-    if let ConsumerLookup::Found(report) = jetstream::observe_consumer(&ctx.jetstream, stream, &name).await?
+    if let ConsumerLookup::Found(report) = jetstream::observe_consumer(js, stream, &name).await?
         && report.observed.config.metadata.get(OWNER_KEY) == Some(&key)
     {
-        jetstream::delete_consumer(&ctx.jetstream, stream, &name).await?;
-        ctx.event(&*consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
+        jetstream::delete_consumer(js, stream, &name).await?;
+        ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
     }
     Ok(Action::await_change())
 }

@@ -2,6 +2,7 @@
 //! This module holds what they share: the context, error classification, backoff,
 //! requeue timing and status writes.
 
+pub mod connection;
 pub mod consumer;
 pub mod stream;
 
@@ -17,6 +18,8 @@ use rand::Rng;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::stream::LocalRef;
+use crate::connection::{Pool, Pooled, ResolveError, resolve_named};
 use crate::deadletter::DeadLetters;
 use crate::jetstream::JetStreamError;
 use crate::metrics::Metrics;
@@ -42,8 +45,8 @@ pub struct Settings {
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
-    /// The default connection's JetStream API.
-    pub jetstream: async_nats::jetstream::Context,
+    /// NATS clients: the default connection, and one per distinct NatsConnection.
+    pub connections: Pool,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     /// The dead-letter forwarders of Consumers that ask for one.
@@ -55,15 +58,32 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        jetstream: async_nats::jetstream::Context,
+        connections: Pool,
         settings: Settings,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        let dead_letters = DeadLetters::new(jetstream.clone(), shutdown);
-        Self { client, jetstream, settings, metrics, dead_letters, recorder, failures: Mutex::default() }
+        let dead_letters = DeadLetters::new(shutdown);
+        Self { client, connections, settings, metrics, dead_letters, recorder, failures: Mutex::default() }
+    }
+
+    /// Dereference: the connection an object names (`None`: the default one), used by
+    /// `user` (the object's key) from now on.
+    pub async fn connection(
+        &self,
+        namespace: &str,
+        reference: Option<&LocalRef>,
+        user: &str,
+    ) -> Result<Pooled, ReconcileError> {
+        let Some(reference) = reference else {
+            self.connections.release(user).await;
+            return Ok(self.connections.default_connection());
+        };
+        let settings =
+            resolve_named(&self.client, namespace, &reference.name).await.map_err(ReconcileError::Connection)?;
+        self.connections.get(user, settings).await.map_err(|e| ReconcileError::Connection(e.into()))
     }
 
     /// The next look at an object that is fine: the resync interval, give or take
@@ -299,6 +319,10 @@ pub enum ReconcileError {
     StreamNotFound(String),
     #[error("writing to Kubernetes: {0}")]
     Kube(#[source] kube::Error),
+    #[error("{0}")]
+    Connection(ResolveError),
+    #[error("still used by {0}; it is deleted once nothing refers to it")]
+    InUse(String),
 }
 
 fn list(violations: &[Violation]) -> String {
@@ -316,15 +340,29 @@ impl ReconcileError {
             Self::OwnedElsewhere(..) => "OwnedByAnotherObject",
             Self::AdoptionRefused(_) => "AdoptionRefused",
             Self::StreamNotFound(_) => "StreamNotFound",
+            Self::Connection(e) => e.reason(),
+            Self::InUse(_) => "InUse",
             Self::Kube(_) => "KubernetesApiError",
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
-            Self::NatsUnavailable(_) | Self::Kube(_) => Retry::Backoff,
-            Self::StreamNotFound(_) => Retry::Soon,
+            Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) => Retry::Backoff,
+            Self::StreamNotFound(_) | Self::InUse(_) | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
             _ => Retry::OnChange,
+        }
+    }
+}
+
+impl ReconcileError {
+    /// An unreachable NATS, explained by what the connection last reported.
+    pub fn explained(self, connection: &Pooled) -> Self {
+        match (self, connection.problem()) {
+            (Self::NatsUnavailable(JetStreamError::Unavailable(what)), Some(problem)) => {
+                Self::NatsUnavailable(JetStreamError::Unavailable(format!("{what}; the connection reports: {problem}")))
+            }
+            (other, _) => other,
         }
     }
 }

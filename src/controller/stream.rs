@@ -63,9 +63,16 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
     }
     let desired = DesiredStream::from_spec(&stream.spec, &stream.name_any(), &key);
     let stream_name = desired.as_ref().map_or_else(|_| stream.spec.name.clone(), |d| Some(d.name().to_owned()));
+    let namespace = stream.namespace().unwrap_or_default();
     let (report, outcome) = match desired {
-        Ok(desired) => converge(&desired, ctx).await,
         Err(violations) => (None, Err(ReconcileError::InvalidSpec(violations))),
+        Ok(desired) => match ctx.connection(&namespace, stream.spec.connection_ref.as_ref(), &key).await {
+            Err(err) => (None, Err(err)),
+            Ok(pooled) => {
+                let (report, outcome) = converge(&desired, &pooled.jetstream, ctx).await;
+                (report, outcome.map_err(|e| e.explained(&pooled)))
+            }
+        },
     };
     let health = health("stream", &outcome);
     let previous = stream.status.clone().unwrap_or_default();
@@ -87,8 +94,12 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
 }
 
 /// Observe, plan and execute; the report is the server's latest word on the stream.
-async fn converge(desired: &DesiredStream, ctx: &Context) -> (Option<StreamReport>, Result<Done, ReconcileError>) {
-    let report = match jetstream::observe_stream(&ctx.jetstream, desired.name()).await {
+async fn converge(
+    desired: &DesiredStream,
+    js: &async_nats::jetstream::Context,
+    ctx: &Context,
+) -> (Option<StreamReport>, Result<Done, ReconcileError>) {
+    let report = match jetstream::observe_stream(js, desired.name()).await {
         Ok(report) => report,
         Err(err) => return (None, Err(err.into())),
     };
@@ -105,10 +116,8 @@ async fn converge(desired: &DesiredStream, ctx: &Context) -> (Option<StreamRepor
     }
     let result = match plan {
         StreamPlan::InSync => return (report, Ok(Done::InSync)),
-        StreamPlan::Create { config } => {
-            jetstream::create_stream(&ctx.jetstream, config).await.map(|r| (r, Done::Created))
-        }
-        StreamPlan::Update { config, changes, adopting } => jetstream::update_stream(&ctx.jetstream, config)
+        StreamPlan::Create { config } => jetstream::create_stream(js, config).await.map(|r| (r, Done::Created)),
+        StreamPlan::Update { config, changes, adopting } => jetstream::update_stream(js, config)
             .await
             .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) })),
         StreamPlan::Refused { violations } => return (report, Err(ReconcileError::ChangeRefused(violations))),
@@ -123,15 +132,36 @@ async fn converge(desired: &DesiredStream, ctx: &Context) -> (Option<StreamRepor
 
 /// Applies the deletion policy to a stream this object owns; streams it does not
 /// own, and streams already gone, are left as they are.
+/// Applies the deletion policy through the object's connection; when that connection
+/// is gone, nothing can be done on the server and the object is let go.
 async fn cleanup(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let (stream, ctx) = (&*stream, &*ctx);
+    let key = key(&*stream);
+    let namespace = stream.namespace().unwrap_or_default();
+    let result = match ctx.connection(&namespace, stream.spec.connection_ref.as_ref(), &key).await {
+        Ok(pooled) => apply_deletion_policy(&stream, &ctx, &pooled.jetstream).await,
+        Err(err) => {
+            tracing::warn!(stream = %key, error = %err, "the connection is gone; leaving the server as it is");
+            Ok(Action::await_change())
+        }
+    };
+    if result.is_ok() {
+        ctx.connections.release(&key).await;
+    }
+    result
+}
+
+async fn apply_deletion_policy(
+    stream: &Stream,
+    ctx: &Context,
+    js: &async_nats::jetstream::Context,
+) -> Result<Action, ReconcileError> {
     let key = key(stream);
     let name = stream.spec.name.clone().unwrap_or_else(|| stream.name_any());
     let policy = stream.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only {
         return Ok(Action::await_change());
     }
-    let report = match jetstream::observe_stream(&ctx.jetstream, &name).await {
+    let report = match jetstream::observe_stream(js, &name).await {
         Ok(report) => report,
         Err(err) if policy == DeletionPolicy::Delete => return Err(err.into()),
         Err(err) => {
@@ -145,11 +175,11 @@ async fn cleanup(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Recon
     };
     match policy {
         DeletionPolicy::Delete => {
-            jetstream::delete_stream(&ctx.jetstream, &name).await?;
+            jetstream::delete_stream(js, &name).await?;
             ctx.event(stream, false, "Deleted", format!("deleted the JetStream stream {name}")).await;
         }
         DeletionPolicy::Retain => {
-            if let Err(err) = jetstream::update_stream(&ctx.jetstream, released(&report.observed)).await {
+            if let Err(err) = jetstream::update_stream(js, released(&report.observed)).await {
                 tracing::warn!(stream = %key, error = %err, "cannot remove the ownership mark from the retained stream");
             }
             ctx.event(

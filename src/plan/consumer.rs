@@ -103,9 +103,6 @@ fn parse_time(text: &str, field: &str, violations: &mut Vec<Violation>) -> Optio
 impl DesiredConsumer {
     pub fn from_spec(spec: &ConsumerSpec, object_name: &str, owner: &str) -> Result<Self, Vec<Violation>> {
         let mut violations = Vec::new();
-        if spec.connection_ref.is_some() {
-            violations.push(super::connection_ref_unsupported());
-        }
         let mut managed = BTreeSet::new();
         let mut set = |key: &'static str, present: bool| {
             if present {

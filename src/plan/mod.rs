@@ -41,12 +41,3 @@ impl Violation {
         Self { field: field.into(), message: message.into() }
     }
 }
-
-/// Until NatsConnection objects are served, an object that names one is refused
-/// rather than silently reconciled through the default connection.
-pub(crate) fn connection_ref_unsupported() -> Violation {
-    Violation::new(
-        "spec.connectionRef",
-        "NatsConnection objects are not supported by this version yet; remove connectionRef to use the operator's default connection",
-    )
-}

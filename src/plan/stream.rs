@@ -149,9 +149,6 @@ impl DesiredStream {
     /// names the stream when `spec.name` is unset; `owner` is `<namespace>/<name>`.
     pub fn from_spec(spec: &StreamSpec, object_name: &str, owner: &str) -> Result<Self, Vec<Violation>> {
         let mut violations = Vec::new();
-        if spec.connection_ref.is_some() {
-            violations.push(super::connection_ref_unsupported());
-        }
         let name = spec.name.clone().unwrap_or_else(|| object_name.to_owned());
         let max_age = spec.max_age.map(|d| d.0).unwrap_or_default();
         let duplicate_window = match spec.duplicate_window {

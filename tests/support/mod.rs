@@ -184,23 +184,20 @@ pub trait Conditioned {
     fn observed_generation(&self) -> Option<i64>;
 }
 
-impl Conditioned for jetway::api::stream::Stream {
-    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
+macro_rules! conditioned {
+    ($($kind:ty),*) => {$(
+        impl Conditioned for $kind {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                self.status.as_ref().map_or(&[], |s| &s.conditions)
+            }
+            fn observed_generation(&self) -> Option<i64> {
+                self.status.as_ref().and_then(|s| s.observed_generation)
+            }
+        }
+    )*};
 }
 
-impl Conditioned for jetway::api::consumer::Consumer {
-    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.status.as_ref().and_then(|s| s.observed_generation)
-    }
-}
+conditioned!(jetway::api::stream::Stream, jetway::api::consumer::Consumer, jetway::api::connection::NatsConnection);
 
 /// The condition `type_` of an object, if it has one.
 pub fn condition<'a, K: Conditioned>(

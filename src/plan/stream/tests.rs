@@ -161,7 +161,6 @@ fn invalid_specs_are_refused_before_anything_is_planned() {
         ("maxAge: 1m\nduplicateWindow: 5m\n", "spec.duplicateWindow"),
         ("metadata: {jetway.dev/owner: me}\n", "spec.metadata"),
         ("allowRollup: true\ndenyPurge: true\n", "spec.allowRollup"),
-        ("connectionRef: {name: other}\n", "spec.connectionRef"),
         ("mirror: {name: A, optStartTime: yesterday}\n", "spec.mirror.optStartTime"),
         ("sources: [{name: A}, {name: B, optStartTime: soon}]\n", "spec.sources[1].optStartTime"),
     ] {

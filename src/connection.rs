@@ -1,0 +1,252 @@
+//! NatsConnection objects: resolved, with their Secrets, into [`NatsSettings`]
+//! (dereference: I/O), and a pool of clients, one per distinct resolved
+//! configuration, shared by the objects that use it and closed when none does.
+//! A Secret that changes resolves to new settings, and so to a new client.
+
+use std::collections::HashMap;
+
+use async_nats::ConnectErrorKind;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tokio::sync::Mutex;
+
+use crate::api::connection::{NatsConnection, NatsConnectionSpec, SecretKey};
+use crate::nats::{ConnectError, LastError, NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
+
+/// One pooled connection.
+#[derive(Clone)]
+pub struct Pooled {
+    pub client: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub last_error: LastError,
+}
+
+impl Pooled {
+    /// What the connection last complained about, if it is not connected now.
+    pub fn problem(&self) -> Option<String> {
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            return None;
+        }
+        self.last_error.lock().expect("last error lock").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the NatsConnection {0} does not exist in this namespace")]
+    NotFound(String),
+    #[error("the Secret {0} does not exist")]
+    SecretNotFound(String),
+    #[error("the Secret {secret} has no key {key}")]
+    SecretKeyMissing { secret: String, key: String },
+    #[error("the Secret {secret}'s key {key} is not text")]
+    SecretNotText { secret: String, key: String },
+    #[error("reading from Kubernetes")]
+    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+impl ResolveError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "NatsConnectionNotFound",
+            Self::SecretNotFound(_) => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::SecretNotText { .. } => "SecretNotText",
+            Self::Kube(_) => "KubernetesApiError",
+            Self::Connect(_) => "InvalidConnectionSettings",
+        }
+    }
+}
+
+/// Reads the Secrets a NatsConnection names and builds its settings.
+pub async fn resolve(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &NatsConnectionSpec,
+) -> Result<NatsSettings, ResolveError> {
+    let secrets = Secrets { api: Api::namespaced(client.clone(), namespace), cache: HashMap::new() };
+    let mut secrets = secrets;
+    let auth = match &spec.auth {
+        None => NatsAuth::None,
+        Some(auth) => {
+            if let Some(up) = &auth.user_password {
+                let user_key = up.user_key.as_deref().unwrap_or("user");
+                let password_key = up.password_key.as_deref().unwrap_or("password");
+                let user = secrets.value(&SecretKey { name: up.secret_name.clone(), key: user_key.into() }).await?;
+                let password =
+                    secrets.value(&SecretKey { name: up.secret_name.clone(), key: password_key.into() }).await?;
+                NatsAuth::UserPassword { user, password: Redacted(password) }
+            } else if let Some(token) = &auth.token {
+                NatsAuth::Token(Redacted(secrets.value(token).await?))
+            } else if let Some(nkey) = &auth.nkey {
+                NatsAuth::NkeySeed(Redacted(secrets.value(nkey).await?))
+            } else if let Some(creds) = &auth.creds {
+                NatsAuth::Creds(Redacted(secrets.value(creds).await?))
+            } else {
+                NatsAuth::None
+            }
+        }
+    };
+    let mut tls = TlsSettings::default();
+    if let Some(spec_tls) = &spec.tls {
+        if let Some(ca) = &spec_tls.ca {
+            tls.ca = Some(Pem::Inline(Redacted(secrets.value(ca).await?)));
+        }
+        if let Some(name) = &spec_tls.client_secret_name {
+            let cert = secrets.value(&SecretKey { name: name.clone(), key: "tls.crt".into() }).await?;
+            let key = secrets.value(&SecretKey { name: name.clone(), key: "tls.key".into() }).await?;
+            tls.client = Some((Pem::Inline(Redacted(cert)), Pem::Inline(Redacted(key))));
+        }
+        tls.handshake_first = spec_tls.handshake_first.unwrap_or(false);
+    }
+    Ok(NatsSettings {
+        servers: spec.servers.clone(),
+        auth,
+        tls,
+        domain: spec.domain.clone(),
+        api_prefix: spec.api_prefix.clone(),
+    })
+}
+
+/// The NatsConnection `name`'s settings, read fresh.
+pub async fn resolve_named(client: &kube::Client, namespace: &str, name: &str) -> Result<NatsSettings, ResolveError> {
+    let api: Api<NatsConnection> = Api::namespaced(client.clone(), namespace);
+    let connection =
+        api.get_opt(name).await.map_err(ResolveError::Kube)?.ok_or_else(|| ResolveError::NotFound(name.to_owned()))?;
+    resolve(client, namespace, &connection.spec).await
+}
+
+struct Secrets {
+    api: Api<Secret>,
+    cache: HashMap<String, Secret>,
+}
+
+impl Secrets {
+    async fn value(&mut self, reference: &SecretKey) -> Result<String, ResolveError> {
+        if !self.cache.contains_key(&reference.name) {
+            let secret = self
+                .api
+                .get_opt(&reference.name)
+                .await
+                .map_err(ResolveError::Kube)?
+                .ok_or_else(|| ResolveError::SecretNotFound(reference.name.clone()))?;
+            self.cache.insert(reference.name.clone(), secret);
+        }
+        let secret = &self.cache[&reference.name];
+        let bytes = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| {
+            ResolveError::SecretKeyMissing { secret: reference.name.clone(), key: reference.key.clone() }
+        })?;
+        String::from_utf8(bytes.0.clone())
+            .map_err(|_| ResolveError::SecretNotText { secret: reference.name.clone(), key: reference.key.clone() })
+    }
+}
+
+/// Clients, one per distinct resolved configuration, and who uses which.
+pub struct Pool {
+    default: Pooled,
+    clients: Mutex<HashMap<NatsSettings, Pooled>>,
+    users: Mutex<HashMap<String, NatsSettings>>,
+}
+
+impl Pool {
+    pub fn new(default: Pooled) -> Self {
+        Self { default, clients: Mutex::default(), users: Mutex::default() }
+    }
+
+    /// The operator's default connection.
+    pub fn default_connection(&self) -> Pooled {
+        self.default.clone()
+    }
+
+    /// The client for `settings`, used by `user` (an object key) from now on.
+    pub async fn get(&self, user: &str, settings: NatsSettings) -> Result<Pooled, ConnectError> {
+        let pooled = {
+            let mut clients = self.clients.lock().await;
+            match clients.get(&settings) {
+                Some(pooled) => pooled.clone(),
+                None => {
+                    let last_error = LastError::default();
+                    let client = settings.connect("jetway", last_error.clone()).await?;
+                    let pooled = Pooled { jetstream: settings.jetstream(client.clone()), client, last_error };
+                    clients.insert(settings.clone(), pooled.clone());
+                    pooled
+                }
+            }
+        };
+        let previous = self.users.lock().await.insert(user.to_owned(), settings.clone());
+        if let Some(previous) = previous.filter(|p| *p != settings) {
+            self.close_if_unused(&previous).await;
+        }
+        Ok(pooled)
+    }
+
+    /// `user` no longer uses any pooled connection.
+    pub async fn release(&self, user: &str) {
+        let previous = self.users.lock().await.remove(user);
+        if let Some(previous) = previous {
+            self.close_if_unused(&previous).await;
+        }
+    }
+
+    /// How many distinct pooled connections are open.
+    pub async fn open(&self) -> usize {
+        self.clients.lock().await.len()
+    }
+
+    async fn close_if_unused(&self, settings: &NatsSettings) {
+        if self.users.lock().await.values().any(|s| s == settings) {
+            return;
+        }
+        if let Some(pooled) = self.clients.lock().await.remove(settings) {
+            tokio::spawn(async move {
+                let _ = pooled.client.drain().await;
+            });
+        }
+    }
+}
+
+/// One direct connection attempt, to tell why a pooled client cannot connect:
+/// the reason comes from async-nats's error kind.
+pub async fn probe(settings: &NatsSettings) -> Option<&'static str> {
+    let mut probe = settings.clone();
+    probe.servers.truncate(1);
+    let addr = probe.servers.first()?.parse::<async_nats::ServerAddr>().ok()?;
+    let options = async_nats::ConnectOptions::new().connection_timeout(std::time::Duration::from_secs(3));
+    let options = match crate::nats::authenticated(options, &probe).await {
+        Ok(options) => options,
+        Err(_) => return Some("InvalidConnectionSettings"),
+    };
+    match options.connect(addr).await {
+        Ok(client) => {
+            let _ = client.drain().await;
+            None
+        }
+        Err(err) => Some(match err.kind() {
+            ConnectErrorKind::AuthorizationViolation => "AuthorizationViolation",
+            ConnectErrorKind::Authentication => "AuthenticationFailed",
+            ConnectErrorKind::Tls => "TlsFailed",
+            // A refused certificate arrives as an I/O error wrapping rustls's own.
+            ConnectErrorKind::Io if caused_by_tls(&err) => "TlsFailed",
+            ConnectErrorKind::TimedOut | ConnectErrorKind::Io | ConnectErrorKind::Dns => "Unreachable",
+            _ => "ConnectFailed",
+        }),
+    }
+}
+
+fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(error) = cause {
+        if error.downcast_ref::<async_nats::rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<async_nats::rustls::Error>().is_some())
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}

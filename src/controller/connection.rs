@@ -1,0 +1,130 @@
+//! The NatsConnection controller. Each reconcile runs:
+//!
+//! 1. dereference: the Secrets it names ([`resolve`]);
+//! 2. observe: the pooled client's state, and the JetStream account;
+//! 3. status: connected or not, with a reason; the server version; account usage.
+//!
+//! When the client is not connected, one direct attempt tells why (authorization,
+//! TLS, unreachable), from async-nats's error kind. Deleting a NatsConnection waits
+//! until no Stream or Consumer in its namespace refers to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, ReconcileError, RunnerError, key, with_finalizer};
+use crate::api::connection::{AccountUsage, NatsConnection, NatsConnectionStatus};
+use crate::api::consumer::Consumer;
+use crate::api::stream::Stream;
+use crate::connection::{probe, resolve};
+use crate::status::{Health, conditions};
+
+const KIND: &str = "NatsConnection";
+
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let api: Api<NatsConnection> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, RunnerError> {
+    with_finalizer(connection, &ctx, KIND, apply, cleanup).await
+}
+
+fn error_policy(connection: Arc<NatsConnection>, error: &RunnerError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(connection = %key(&*connection), error = %error, "will retry");
+    ctx.backoff(&key(&*connection))
+}
+
+/// The pool user that keeps a NatsConnection's own client open while it exists.
+fn pool_user(connection: &NatsConnection) -> String {
+    format!("NatsConnection:{}", key(connection))
+}
+
+async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = connection.namespace().unwrap_or_default();
+    let mut server_version = None;
+    let mut account = None;
+    let health = match resolve(&ctx.client, &namespace, &connection.spec).await {
+        Err(err) => Health::Stalled { reason: err.reason(), message: err.to_string() },
+        Ok(settings) => match ctx.connections.get(&pool_user(&connection), settings.clone()).await {
+            Err(err) => Health::Stalled { reason: "InvalidConnectionSettings", message: err.to_string() },
+            Ok(pooled) => {
+                let answer = tokio::time::timeout(Duration::from_secs(5), pooled.jetstream.query_account()).await;
+                match answer {
+                    Ok(Ok(info)) => {
+                        server_version = Some(pooled.client.server_info().version);
+                        account = Some(AccountUsage {
+                            memory_bytes: info.memory,
+                            storage_bytes: info.storage,
+                            streams: info.streams as u64,
+                            consumers: info.consumers as u64,
+                            max_memory_bytes: info.limits.max_memory.unwrap_or(-1),
+                            max_storage_bytes: info.limits.max_storage.unwrap_or(-1),
+                            max_streams: info.limits.max_streams.unwrap_or(-1),
+                            max_consumers: info.limits.max_consumers.unwrap_or(-1),
+                        });
+                        Health::Ready { reason: "Connected", message: "connected, and JetStream answers".into() }
+                    }
+                    _ => {
+                        let reason = probe(&settings).await.unwrap_or("JetStreamUnavailable");
+                        let detail = pooled.problem().unwrap_or_else(|| "JetStream did not answer".into());
+                        Health::Progressing { reason, message: format!("not connected: {detail}") }
+                    }
+                }
+            }
+        },
+    };
+    let previous = connection.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = NatsConnectionStatus {
+        observed_generation: connection.metadata.generation,
+        conditions: conditions(&previous.conditions, &health, connection.metadata.generation, &now),
+        server_version: server_version.or(previous.server_version.clone()),
+        account: account.or(previous.account.clone()),
+    };
+    ctx.write_status(&*connection, &previous, &status).await?;
+    let retry = if matches!(health, Health::Ready { .. }) { ctx.settings.resync } else { Duration::from_secs(5) };
+    Ok(Action::requeue(retry))
+}
+
+async fn cleanup(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = connection.namespace().unwrap_or_default();
+    let name = connection.name_any();
+    let streams: Api<Stream> = Api::namespaced(ctx.client.clone(), &namespace);
+    let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut users: Vec<String> = Vec::new();
+    for stream in streams.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
+        if stream.spec.connection_ref.as_ref().is_some_and(|r| r.name == name) {
+            users.push(format!("Stream {}", stream.name_any()));
+        }
+    }
+    for consumer in consumers.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
+        if consumer.spec.connection_ref.as_ref().is_some_and(|r| r.name == name) {
+            users.push(format!("Consumer {}", consumer.name_any()));
+        }
+    }
+    if !users.is_empty() {
+        let error = ReconcileError::InUse(users.join(", "));
+        ctx.event(&*connection, true, error.reason(), error.to_string()).await;
+        return Err(error);
+    }
+    ctx.connections.release(&pool_user(&connection)).await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,179 @@
+//! NatsConnection on the test ground: authentication and TLS from Secrets, clear
+//! conditions for what goes wrong, streams reconciled through it on a second NATS
+//! system, and deletion held while objects refer to it.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use jetway::api::connection::NatsConnection;
+use jetway::api::stream::Stream;
+use jetway_testground::NatsServer;
+use jetway_testground::pki::{Ca, Usage};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{EVENTUALLY, Operator, POLL, TestContext, condition, wait_condition, wait_until};
+
+struct Fixture {
+    ctx: TestContext,
+    operator: Operator,
+    connections: Api<NatsConnection>,
+    streams: Api<Stream>,
+}
+
+impl Fixture {
+    async fn new(test: &str) -> Self {
+        let ctx = TestContext::new(test).await;
+        support::install_crds(&ctx.client).await;
+        let operator = Operator::start(&ctx.namespace, |_| {}).await;
+        Self { connections: ctx.api(), streams: ctx.api(), ctx, operator }
+    }
+
+    async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<String, String> = data.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data});
+        self.ctx
+            .api::<Secret>()
+            .patch(name, &PatchParams::apply("jetway-tests"), &Patch::Apply(secret))
+            .await
+            .expect("a secret");
+    }
+
+    async fn connection(&self, name: &str, spec: Value) {
+        let object = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "NatsConnection", "metadata": {"name": name}, "spec": spec});
+        self.connections
+            .patch(name, &PatchParams::apply("jetway-tests"), &Patch::Apply(object))
+            .await
+            .expect("a connection");
+    }
+
+    async fn stream(&self, name: &str, stream_name: &str, connection: &str) {
+        let object = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name},
+            "spec": {"name": stream_name, "connectionRef": {"name": connection}}});
+        self.streams.patch(name, &PatchParams::apply("jetway-tests"), &Patch::Apply(object)).await.expect("a stream");
+    }
+
+    /// The Ready condition's reason once it has `status`.
+    async fn ready_reason(&self, name: &str, status: &str) -> (String, String) {
+        let object = wait_condition(&self.connections, name, "Ready", status).await;
+        let ready = condition(&object, "Ready").expect("Ready");
+        (ready.reason.clone(), ready.message.clone())
+    }
+}
+
+async fn exists_on(server: &NatsServer, user: &str, password: &str, stream: &str) -> bool {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(server.url())
+        .await
+        .expect("connecting as the test");
+    async_nats::jetstream::new(client).get_stream(stream).await.is_ok()
+}
+
+#[tokio::test]
+async fn user_and_password_from_a_secret_reach_a_second_nats_system_and_a_wrong_one_says_so() {
+    let fx = Fixture::new("conn-user-password").await;
+    let server = NatsServer::start(&support::tools(), "authorization { users: [ {user: app, password: s3cret-pw} ] }")
+        .await
+        .expect("a nats-server with users");
+    fx.secret("app", &[("user", "app"), ("password", "s3cret-pw")]).await;
+    fx.secret("wrong", &[("user", "app"), ("password", "not-it")]).await;
+    fx.connection("second", json!({"servers": [server.url()], "auth": {"userPassword": {"secretName": "app"}}})).await;
+    fx.connection("wrong", json!({"servers": [server.url()], "auth": {"userPassword": {"secretName": "wrong"}}})).await;
+
+    let ready = wait_condition(&fx.connections, "second", "Ready", "True").await;
+    let status = ready.status.expect("status");
+    assert!(status.server_version.is_some_and(|v| v.starts_with("2.")), "the server version is shown");
+    assert!(status.account.is_some(), "account usage is shown");
+
+    let (reason, message) = fx.ready_reason("wrong", "False").await;
+    assert_eq!(reason, "AuthorizationViolation", "{message}");
+    assert!(!message.contains("not-it"), "the password never appears: {message}");
+
+    let name = fx.ctx.unique("SECOND");
+    fx.stream("on-second", &name, "second").await;
+    wait_condition(&fx.streams, "on-second", "Ready", "True").await;
+    assert!(exists_on(&server, "app", "s3cret-pw", &name).await, "created on the second system");
+    assert!(fx.ctx.jetstream.get_stream(&name).await.is_err(), "and not on the default one");
+
+    let failing = fx.ctx.unique("FAILING");
+    fx.stream("on-wrong", &failing, "wrong").await;
+    let stream = wait_condition(&fx.streams, "on-wrong", "Ready", "False").await;
+    assert_eq!(condition(&stream, "Ready").expect("Ready").reason, "NatsUnavailable");
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_works_and_a_missing_secret_or_key_is_named() {
+    let fx = Fixture::new("conn-token").await;
+    let server = NatsServer::start(&support::tools(), "authorization { token: t0ken-value }").await.expect("a server");
+    fx.secret("token", &[("token", "t0ken-value")]).await;
+    fx.connection("token", json!({"servers": [server.url()], "auth": {"token": {"name": "token", "key": "token"}}}))
+        .await;
+    fx.connection("no-key", json!({"servers": [server.url()], "auth": {"token": {"name": "token", "key": "missing"}}}))
+        .await;
+    fx.connection(
+        "no-secret",
+        json!({"servers": [server.url()], "auth": {"token": {"name": "absent", "key": "token"}}}),
+    )
+    .await;
+    wait_condition(&fx.connections, "token", "Ready", "True").await;
+    let (reason, message) = fx.ready_reason("no-key", "False").await;
+    assert_eq!(reason, "SecretKeyMissing");
+    assert!(message.contains("token") && message.contains("missing"), "{message}");
+    let (reason, message) = fx.ready_reason("no-secret", "False").await;
+    assert_eq!(reason, "SecretNotFound");
+    assert!(message.contains("absent"), "{message}");
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_from_a_secret_connects_and_an_unknown_ca_is_named() {
+    let fx = Fixture::new("conn-tls").await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let ca = Ca::new("test-nats-ca").expect("a CA");
+    ca.issue("nats", None, &["127.0.0.1", "localhost"], Usage::Server)
+        .expect("a cert")
+        .write(dir.path(), "server")
+        .expect("files");
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        dir.path().join("server.crt").display().to_string(),
+        dir.path().join("server.key").display().to_string()
+    );
+    let server = NatsServer::start(&support::tools(), &config).await.expect("a TLS nats-server");
+    let other = Ca::new("some-other-ca").expect("a CA");
+    fx.secret("ca", &[("ca.crt", &ca.cert_pem())]).await;
+    fx.secret("other-ca", &[("ca.crt", &other.cert_pem())]).await;
+    let url = format!("tls://127.0.0.1:{}", server.port());
+    fx.connection("tls", json!({"servers": [url], "tls": {"ca": {"name": "ca", "key": "ca.crt"}}})).await;
+    fx.connection("unknown-ca", json!({"servers": [url], "tls": {"ca": {"name": "other-ca", "key": "ca.crt"}}})).await;
+    wait_condition(&fx.connections, "tls", "Ready", "True").await;
+    let (reason, _) = fx.ready_reason("unknown-ca", "False").await;
+    assert_eq!(reason, "TlsFailed");
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_in_use_is_deleted_only_once_nothing_refers_to_it() {
+    let fx = Fixture::new("conn-in-use").await;
+    let server = NatsServer::start(&support::tools(), "").await.expect("a server");
+    fx.connection("used", json!({"servers": [server.url()]})).await;
+    wait_condition(&fx.connections, "used", "Ready", "True").await;
+    fx.stream("user", &fx.ctx.unique("USER"), "used").await;
+    wait_condition(&fx.streams, "user", "Ready", "True").await;
+
+    fx.connections.delete("used", &DeleteParams::default()).await.expect("deleting");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(fx.connections.get_opt("used").await.expect("get").is_some(), "held while the Stream refers to it");
+    support::wait_event(&fx.ctx.client, &fx.ctx.namespace, "used", "InUse").await;
+
+    fx.streams.delete("user", &DeleteParams::default()).await.expect("deleting the stream object");
+    wait_until("the connection to go", EVENTUALLY, POLL, || async {
+        Ok(fx.connections.get_opt("used").await?.is_none().then_some(()))
+    })
+    .await
+    .expect("deleted once unused");
+    fx.operator.stop().await;
+}
