@@ -177,3 +177,38 @@ async fn a_connection_in_use_is_deleted_only_once_nothing_refers_to_it() {
     .expect("deleted once unused");
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn an_nkey_seed_authenticates_and_a_fixed_secret_is_picked_up_without_a_restart() {
+    let fx = Fixture::new("conn-nkey").await;
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("a seed");
+    let config = format!("authorization {{ users: [ {{nkey: {}}} ] }}", user.public_key());
+    let server = NatsServer::start(&support::tools(), &config).await.expect("a server with an nkey user");
+    let stranger = nkeys::KeyPair::new_user().seed().expect("another seed");
+    fx.secret("seed", &[("seed", &stranger)]).await;
+    fx.connection("nkey", json!({"servers": [server.url()], "auth": {"nkey": {"name": "seed", "key": "seed"}}})).await;
+    let (reason, message) = fx.ready_reason("nkey", "False").await;
+    assert_eq!(reason, "AuthorizationViolation", "{message}");
+
+    // Rotating the Secret to the right seed is picked up by the running operator.
+    fx.secret("seed", &[("seed", &seed)]).await;
+    wait_condition(&fx.connections, "nkey", "Ready", "True").await;
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_jetstream_domain_is_addressed() {
+    let fx = Fixture::new("conn-domain").await;
+    let server =
+        NatsServer::start(&support::tools(), "jetstream { domain: hub }").await.expect("a server with a domain");
+    fx.connection("hub", json!({"servers": [server.url()], "domain": "hub"})).await;
+    wait_condition(&fx.connections, "hub", "Ready", "True").await;
+    let name = fx.ctx.unique("HUB");
+    fx.stream("on-hub", &name, "hub").await;
+    wait_condition(&fx.streams, "on-hub", "Ready", "True").await;
+    let client = async_nats::connect(server.url()).await.expect("connecting");
+    let hub = async_nats::jetstream::with_domain(client, "hub");
+    hub.get_stream(&name).await.expect("the stream, through the domain's API");
+    fx.operator.stop().await;
+}
