@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use async_nats::ConnectErrorKind;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use std::sync::Arc;
+
 use tokio::sync::Mutex;
 
 use crate::api::connection::{NatsConnection, NatsConnectionSpec, SecretKey};
+use crate::metrics::Metrics;
 use crate::nats::{ConnectError, LastError, NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 
 /// One pooled connection.
@@ -146,13 +149,14 @@ impl Secrets {
 /// Clients, one per distinct resolved configuration, and who uses which.
 pub struct Pool {
     default: Pooled,
+    metrics: Arc<Metrics>,
     clients: Mutex<HashMap<NatsSettings, Pooled>>,
     users: Mutex<HashMap<String, NatsSettings>>,
 }
 
 impl Pool {
-    pub fn new(default: Pooled) -> Self {
-        Self { default, clients: Mutex::default(), users: Mutex::default() }
+    pub fn new(default: Pooled, metrics: Arc<Metrics>) -> Self {
+        Self { default, metrics, clients: Mutex::default(), users: Mutex::default() }
     }
 
     /// The operator's default connection.
@@ -171,6 +175,7 @@ impl Pool {
                     let client = settings.connect("jetway", last_error.clone()).await?;
                     let pooled = Pooled { jetstream: settings.jetstream(client.clone()), client, last_error };
                     clients.insert(settings.clone(), pooled.clone());
+                    self.metrics.nats_connections.set(clients.len() as i64);
                     pooled
                 }
             }
@@ -199,7 +204,11 @@ impl Pool {
         if self.users.lock().await.values().any(|s| s == settings) {
             return;
         }
-        if let Some(pooled) = self.clients.lock().await.remove(settings) {
+        let mut clients = self.clients.lock().await;
+        let removed = clients.remove(settings);
+        self.metrics.nats_connections.set(clients.len() as i64);
+        drop(clients);
+        if let Some(pooled) = removed {
             tokio::spawn(async move {
                 let _ = pooled.client.drain().await;
             });

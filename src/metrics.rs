@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -25,6 +26,8 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
+    /// Pooled NATS connections open besides the default one.
+    pub nats_connections: Gauge,
 }
 
 impl Metrics {
@@ -47,7 +50,13 @@ impl Metrics {
             "How long reconciles take, by kind",
             reconcile_duration.clone(),
         );
-        Self { registry, reconciles, reconcile_errors, reconcile_duration }
+        let nats_connections = Gauge::default();
+        registry.register(
+            "nats_connections",
+            "Pooled NATS connections open for NatsConnection objects",
+            nats_connections.clone(),
+        );
+        Self { registry, reconciles, reconcile_errors, reconcile_duration, nats_connections }
     }
 
     /// Counts one reconcile of `kind` that took `seconds` and failed for `error_reason`, if any.

@@ -61,8 +61,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let jetstream = config.nats.jetstream(nats.clone());
     let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error };
-    let ctx =
-        Arc::new(Context::new(kube, Pool::new(default), config.controllers, health.metrics.clone(), shutdown.clone()));
+    let ctx = Arc::new(Context::new(
+        kube,
+        Pool::new(default, health.metrics.clone()),
+        config.controllers,
+        health.metrics.clone(),
+        shutdown.clone(),
+    ));
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));

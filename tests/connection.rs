@@ -164,6 +164,7 @@ async fn a_connection_in_use_is_deleted_only_once_nothing_refers_to_it() {
     fx.stream("user", &fx.ctx.unique("USER"), "used").await;
     wait_condition(&fx.streams, "user", "Ready", "True").await;
 
+    assert_eq!(support::metric(fx.operator.http_addr, "jetway_nats_connections").await, Some(1.0), "one pooled client");
     fx.connections.delete("used", &DeleteParams::default()).await.expect("deleting");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(fx.connections.get_opt("used").await.expect("get").is_some(), "held while the Stream refers to it");
@@ -175,6 +176,11 @@ async fn a_connection_in_use_is_deleted_only_once_nothing_refers_to_it() {
     })
     .await
     .expect("deleted once unused");
+    wait_until("the pooled client to be closed", EVENTUALLY, POLL, || async {
+        Ok((support::metric(fx.operator.http_addr, "jetway_nats_connections").await == Some(0.0)).then_some(()))
+    })
+    .await
+    .expect("closed when nothing uses it");
     fx.operator.stop().await;
 }
 

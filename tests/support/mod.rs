@@ -237,3 +237,19 @@ pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &s
     .await
     .expect("the event")
 }
+
+/// The operator's `/metrics` text, or an error if it does not answer.
+pub async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// The value of a metric without labels in the operator's `/metrics`.
+pub async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = scrape(addr).await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
