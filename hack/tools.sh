@@ -60,7 +60,7 @@ command -v go >/dev/null || { log "go is required to build the test servers"; ex
 ETCD_VERSION=$(required_version etcd go.etcd.io/etcd/server/v3)
 KUBERNETES_VERSION=$(required_version k8s k8s.io/kubernetes)
 
-set_dir=$cache/sets/$(cat "$here/tools.env" "$here"/tools/*/go.mod | sha256sum | cut -c1-16)${KUBEBUILDER_ASSETS:+-assets}
+set_dir=$cache/sets/$(cat "$here/tools.env" "$here"/tools/*/go.mod "$here"/tools/jwt/main.go | sha256sum | cut -c1-16)${KUBEBUILDER_ASSETS:+-assets}
 mkdir -p "$set_dir"
 link() { ln -sfn "$1" "$set_dir/$2"; }
 
@@ -88,5 +88,9 @@ build nats "$NATS_CLI_VERSION" go_install "github.com/nats-io/natscli/nats@$NATS
 link "$out" nats
 build helm "$HELM_VERSION" go_install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" helm
 link "$out" helm
+# Our own small tool: keyed by its source, so an edit rebuilds it.
+jwt_version=$(cat "$here"/tools/jwt/main.go "$here"/tools/jwt/go.mod | sha256sum | cut -c1-12)
+build jetway-jwt "$jwt_version" module_build jwt jetway.dev/hack/tools/jwt
+link "$out" jetway-jwt
 
 echo "$set_dir"

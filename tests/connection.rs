@@ -218,3 +218,26 @@ async fn a_jetstream_domain_is_addressed() {
     hub.get_stream(&name).await.expect("the stream, through the domain's API");
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn creds_authenticate_against_a_server_in_operator_jwt_mode() {
+    let fx = Fixture::new("conn-creds").await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let minted =
+        std::process::Command::new(support::tools().path("jetway-jwt")).arg(dir.path()).status().expect("jetway-jwt");
+    assert!(minted.success(), "minting the operator, accounts and user");
+    let config = std::fs::read_to_string(dir.path().join("server.conf")).expect("server.conf");
+    let creds = std::fs::read_to_string(dir.path().join("user.creds")).expect("user.creds");
+    let server = NatsServer::start(&support::tools(), &config).await.expect("a server in operator mode");
+    fx.secret("creds", &[("user.creds", &creds)]).await;
+    fx.connection("jwt", json!({"servers": [server.url()], "auth": {"creds": {"name": "creds", "key": "user.creds"}}}))
+        .await;
+    fx.connection("anonymous", json!({"servers": [server.url()]})).await;
+    wait_condition(&fx.connections, "jwt", "Ready", "True").await;
+    let (reason, _) = fx.ready_reason("anonymous", "False").await;
+    assert_eq!(reason, "AuthorizationViolation");
+    let name = fx.ctx.unique("JWT");
+    fx.stream("with-creds", &name, "jwt").await;
+    wait_condition(&fx.streams, "with-creds", "Ready", "True").await;
+    fx.operator.stop().await;
+}
