@@ -241,3 +241,35 @@ async fn creds_authenticate_against_a_server_in_operator_jwt_mode() {
     wait_condition(&fx.streams, "with-creds", "Ready", "True").await;
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn mutual_tls_with_the_handshake_first_uses_a_client_certificate_from_a_secret() {
+    let fx = Fixture::new("conn-mtls").await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let ca = Ca::new("test-mtls-ca").expect("a CA");
+    ca.issue("nats", None, &["127.0.0.1"], Usage::Server).expect("a cert").write(dir.path(), "server").expect("files");
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("ca file");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, handshake_first: true }}",
+        file("server.crt"),
+        file("server.key"),
+        file("ca.crt")
+    );
+    let server = NatsServer::start(&support::tools(), &config).await.expect("an mTLS nats-server");
+    let client = ca.issue("jetway", None, &[], Usage::Client).expect("a client cert");
+    fx.secret("ca", &[("ca.crt", &ca.cert_pem())]).await;
+    fx.secret("client", &[("tls.crt", &client.cert_pem), ("tls.key", &client.key_pem)]).await;
+    let url = format!("tls://127.0.0.1:{}", server.port());
+    let tls = json!({"ca": {"name": "ca", "key": "ca.crt"}, "clientSecretName": "client", "handshakeFirst": true});
+    fx.connection("mtls", json!({"servers": [url], "tls": tls})).await;
+    let without = json!({"ca": {"name": "ca", "key": "ca.crt"}, "handshakeFirst": true});
+    fx.connection("no-client-cert", json!({"servers": [url], "tls": without})).await;
+    wait_condition(&fx.connections, "mtls", "Ready", "True").await;
+    let (reason, message) = fx.ready_reason("no-client-cert", "False").await;
+    assert_ne!(reason, "Connected", "{message}");
+    let name = fx.ctx.unique("MTLS");
+    fx.stream("over-mtls", &name, "mtls").await;
+    wait_condition(&fx.streams, "over-mtls", "Ready", "True").await;
+    fx.operator.stop().await;
+}
