@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
+    /// The name the NATS servers' certificates carry, when it is not the URL's host.
+    #[arg(long, env = "JETWAY_NATS_TLS_SERVER_NAME")]
+    pub nats_tls_server_name: Option<String>,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "JETWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -99,6 +102,7 @@ impl RunArgs {
             tls: TlsSettings {
                 ca: self.nats_tls_ca.map(Pem::File),
                 client: self.nats_tls_cert.zip(self.nats_tls_key).map(|(c, k)| (Pem::File(c), Pem::File(k))),
+                server_name: self.nats_tls_server_name,
                 handshake_first: false,
             },
             ..Default::default()

@@ -102,6 +102,7 @@ pub async fn resolve(
             let key = secrets.value(&SecretKey { name: name.clone(), key: "tls.key".into() }).await?;
             tls.client = Some((Pem::Inline(Redacted(cert)), Pem::Inline(Redacted(key))));
         }
+        tls.server_name = spec_tls.server_name.clone();
         tls.handshake_first = spec_tls.handshake_first.unwrap_or(false);
     }
     Ok(NatsSettings {

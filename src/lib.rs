@@ -21,3 +21,4 @@ pub mod run;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod tls;

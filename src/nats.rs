@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::rustls;
-use async_nats::rustls::pki_types::pem::PemObject;
-use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::{ConnectOptions, Event, ServerAddr};
 
 /// A secret value; printed as `<redacted>`.
@@ -51,6 +49,8 @@ pub struct TlsSettings {
     pub ca: Option<Pem>,
     /// Client certificate and key, for mutual TLS.
     pub client: Option<(Pem, Pem)>,
+    /// The name the servers' certificates must carry, when it is not the URL's host.
+    pub server_name: Option<String>,
     pub handshake_first: bool,
 }
 
@@ -74,6 +74,8 @@ pub enum ConnectError {
     Pem { what: &'static str },
     #[error("the TLS settings are not usable: {0}")]
     Tls(#[source] rustls::Error),
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
     #[error("the NATS server URLs {servers} do not parse")]
     Url { servers: String, source: std::io::Error },
     #[error("connecting to NATS at {servers}")]
@@ -83,7 +85,7 @@ pub enum ConnectError {
 /// The last problem a connection reported, for status messages.
 pub type LastError = Arc<std::sync::Mutex<Option<String>>>;
 
-async fn read(pem: &Pem) -> Result<Vec<u8>, ConnectError> {
+pub(crate) async fn read(pem: &Pem) -> Result<Vec<u8>, ConnectError> {
     match pem {
         Pem::File(path) => {
             tokio::fs::read(path).await.map_err(|source| ConnectError::Read { path: path.clone(), source })
@@ -130,32 +132,6 @@ impl NatsSettings {
             (None, None) => async_nats::jetstream::new(client),
         }
     }
-
-    async fn rustls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &self.tls.ca {
-            for cert in CertificateDer::pem_slice_iter(&read(ca).await?) {
-                let cert = cert.map_err(|_| ConnectError::Pem { what: "CA" })?;
-                roots.add(cert).map_err(ConnectError::Tls)?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(ConnectError::Tls)?
-            .with_root_certificates(roots);
-        match &self.tls.client {
-            None => Ok(builder.with_no_client_auth()),
-            Some((cert, key)) => {
-                let chain = CertificateDer::pem_slice_iter(&read(cert).await?)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| ConnectError::Pem { what: "client certificate" })?;
-                let key = PrivateKeyDer::from_pem_slice(&read(key).await?)
-                    .map_err(|_| ConnectError::Pem { what: "client key" })?;
-                builder.with_client_auth_cert(chain, key).map_err(ConnectError::Tls)
-            }
-        }
-    }
 }
 
 /// `options` with the settings' credentials and TLS applied.
@@ -173,7 +149,7 @@ pub async fn authenticated(
         NatsAuth::Token(token) => options.token(token.0.clone()),
     };
     if settings.tls.ca.is_some() || settings.tls.client.is_some() {
-        options = options.tls_client_config(settings.rustls_config().await?).require_tls(true);
+        options = options.tls_client_config(crate::tls::client_config(&settings.tls).await?).require_tls(true);
     }
     if settings.tls.handshake_first {
         options = options.tls_first();

@@ -152,6 +152,25 @@ async fn tls_with_a_ca_from_a_secret_connects_and_an_unknown_ca_is_named() {
     wait_condition(&fx.connections, "tls", "Ready", "True").await;
     let (reason, _) = fx.ready_reason("unknown-ca", "False").await;
     assert_eq!(reason, "TlsFailed");
+
+    // A server whose certificate names only nats.internal, reached by its address.
+    ca.issue("nats", None, &["nats.internal"], Usage::Server)
+        .expect("a cert")
+        .write(dir.path(), "named")
+        .expect("files");
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        dir.path().join("named.crt").display().to_string(),
+        dir.path().join("named.key").display().to_string()
+    );
+    let named = NatsServer::start(&support::tools(), &config).await.expect("a TLS nats-server");
+    let url = format!("tls://127.0.0.1:{}", named.port());
+    let ca_ref = json!({"name": "ca", "key": "ca.crt"});
+    fx.connection("named", json!({"servers": [url], "tls": {"ca": ca_ref, "serverName": "nats.internal"}})).await;
+    fx.connection("unnamed", json!({"servers": [url], "tls": {"ca": ca_ref}})).await;
+    wait_condition(&fx.connections, "named", "Ready", "True").await;
+    let (reason, _) = fx.ready_reason("unnamed", "False").await;
+    assert_eq!(reason, "TlsFailed", "the address is not the certificate's name");
     fx.operator.stop().await;
 }
 

@@ -101,6 +101,9 @@ pub struct ConnectionTls {
     /// A client certificate for mutual TLS, from a Secret with `tls.crt` and `tls.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_name: Option<String>,
+    /// The name the servers' certificates carry, when it is not the host in `servers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// Start with the TLS handshake instead of the server's INFO (`handshake_first` on the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_first: Option<bool>,
