@@ -11,14 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, ReconcileError, RunnerError, key, with_finalizer};
+use super::{Context, ReconcileError, key};
 use crate::api::connection::{AccountUsage, NatsConnection, NatsConnectionStatus};
 use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
@@ -27,29 +25,9 @@ use crate::status::{Health, conditions};
 
 const KIND: &str = "NatsConnection";
 
+/// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let api: Api<NatsConnection> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "connection reconcile failed");
-            }
-        })
-        .await;
-}
-
-async fn reconcile(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, RunnerError> {
-    with_finalizer(connection, &ctx, KIND, apply, cleanup).await
-}
-
-fn error_policy(connection: Arc<NatsConnection>, error: &RunnerError, ctx: Arc<Context>) -> Action {
-    tracing::warn!(connection = %key(&*connection), error = %error, "will retry");
-    ctx.backoff(&key(&*connection))
+    super::run::<NatsConnection, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
 }
 
 /// The pool user that keeps a NatsConnection's own client open while it exists.

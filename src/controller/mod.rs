@@ -212,6 +212,53 @@ impl Context {
     }
 }
 
+/// Runs the controller of kind `K` (in `namespace`, or all) until `shutdown` is
+/// cancelled: each reconcile goes through [`with_finalizer`] to `apply` or `cleanup`,
+/// and a failure backs off per object.
+pub async fn run<K, A, AF, C, CF>(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: CancellationToken,
+    kind: &'static str,
+    apply: A,
+    cleanup: C,
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    A: FnOnce(Arc<K>, Arc<Context>) -> AF + Copy + Send + Sync + 'static,
+    AF: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+    C: FnOnce(Arc<K>, Arc<Context>) -> CF + Copy + Send + Sync + 'static,
+    CF: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let api: kube::Api<K> = match &namespace {
+        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+        None => kube::Api::all(ctx.client.clone()),
+    };
+    kube::runtime::Controller::new(api, kube::runtime::watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            move |object, ctx| async move { with_finalizer(object, &ctx, kind, apply, cleanup).await },
+            |object: Arc<K>, error: &RunnerError, ctx: Arc<Context>| {
+                tracing::warn!(object = %key(&*object), kind = K::kind(&()).as_ref(), error = %error, "will retry");
+                ctx.backoff(&key(&*object))
+            },
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile failed");
+            }
+        })
+        .await;
+}
+
 /// Runs `apply` or, for an object being deleted, `cleanup` behind the finalizer, and
 /// counts the reconcile in the metrics.
 pub async fn with_finalizer<K, A, AF, C, CF>(

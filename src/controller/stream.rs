@@ -12,14 +12,12 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Done, ReconcileError, RunnerError, describe, health, is_paused, key, with_finalizer};
+use super::{Context, Done, ReconcileError, describe, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
 use crate::jetstream::{self, StreamReport};
@@ -30,28 +28,7 @@ const KIND: &str = "Stream";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let api: Api<Stream> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "stream reconcile failed");
-            }
-        })
-        .await;
-}
-
-async fn reconcile(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, RunnerError> {
-    with_finalizer(stream, &ctx, KIND, apply, cleanup).await
-}
-
-fn error_policy(stream: Arc<Stream>, error: &RunnerError, ctx: Arc<Context>) -> Action {
-    tracing::warn!(stream = %key(&*stream), error = %error, "will retry");
-    ctx.backoff(&key(&*stream))
+    super::run::<Stream, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
 }
 
 async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
