@@ -156,32 +156,10 @@ async fn a_consumer_with_policy_delete_is_deleted_with_its_object() {
     fx.operator.stop().await;
 }
 
-/// NACK's example manifests, apiVersion changed, in a namespace of their own.
-fn nack_examples() -> Vec<Value> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("../shared/nack-examples") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "yml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("readable");
-        for document in text.split("\n---").filter(|d| !d.trim().trim_start_matches("---").trim().is_empty()) {
-            let mut value: Value = serde_saphyr::from_str(document).expect("YAML");
-            // stream_servers.yml is NACK's per-resource connection: the migration converter's case.
-            if value["spec"].get("servers").is_none() {
-                value["apiVersion"] = json!("jetway.dev/v1alpha1");
-                found.push(value);
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn nack_example_streams_and_consumers_are_reconciled_with_only_their_api_version_changed() {
     let fx = Fixture::new("nack-examples").await;
-    let examples = nack_examples();
+    let examples = support::nack_examples();
     for example in &examples {
         fx.apply(example.clone()).await;
     }

@@ -8,12 +8,6 @@ use kube::{Api, Error};
 use serde_json::{Value, json};
 use support::TestContext;
 
-const NACK_EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
-
-async fn install_crds(ctx: &TestContext) {
-    support::install_crds(&ctx.client).await;
-}
-
 /// A dynamic API for one Jetway kind in the test's namespace.
 fn api(ctx: &TestContext, plural: &str, kind: &str) -> Api<kube::api::DynamicObject> {
     let gvk = kube::core::GroupVersionKind::gvk(jetway::api::GROUP, "v1alpha1", kind);
@@ -33,32 +27,12 @@ fn refusal(result: Result<impl Sized, Error>) -> String {
     }
 }
 
-/// The NACK example manifests of one kind, with their apiVersion changed to Jetway's.
-fn nack_examples(kind: &str) -> Vec<Value> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(NACK_EXAMPLES).expect("../shared/nack-examples") {
-        let path = entry.expect("an entry").path();
-        if path.extension().is_none_or(|e| e != "yml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("readable");
-        for document in text.split("\n---").filter(|d| d.trim().trim_start_matches("---").trim() != "") {
-            let mut value: Value = serde_saphyr::from_str(document).expect("YAML");
-            if value["kind"] == kind && value["spec"].get("servers").is_none() {
-                value["apiVersion"] = json!("jetway.dev/v1alpha1");
-                found.push(value);
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn nack_stream_examples_are_accepted_with_only_their_api_version_changed() {
     let ctx = TestContext::new("nack-streams").await;
-    install_crds(&ctx).await;
+    support::install_crds(&ctx.client).await;
     let streams = api(&ctx, "streams", "Stream");
-    let examples = nack_examples("Stream");
+    let examples: Vec<Value> = support::nack_examples().into_iter().filter(|e| e["kind"] == "Stream").collect();
     assert!(examples.len() >= 4, "stream, mirror, placement and sources examples: {}", examples.len());
     for example in examples {
         let name = example["metadata"]["name"].clone();
@@ -69,7 +43,7 @@ async fn nack_stream_examples_are_accepted_with_only_their_api_version_changed()
 #[tokio::test]
 async fn a_stream_with_bad_values_is_refused_naming_the_field() {
     let ctx = TestContext::new("stream-schema").await;
-    install_crds(&ctx).await;
+    support::install_crds(&ctx.client).await;
     let streams = api(&ctx, "streams", "Stream");
     let stream = |spec: Value| {
         object(
@@ -92,7 +66,7 @@ async fn a_stream_with_bad_values_is_refused_naming_the_field() {
 #[tokio::test]
 async fn changes_the_server_would_refuse_are_refused_by_kubectl_apply_first() {
     let ctx = TestContext::new("stream-cel").await;
-    install_crds(&ctx).await;
+    support::install_crds(&ctx.client).await;
     let streams = api(&ctx, "streams", "Stream");
     let manifest = |name: &str, spec: Value| {
         object(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name}, "spec": spec}))

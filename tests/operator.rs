@@ -3,21 +3,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use jetway::nats::NatsSettings;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
-
-async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response.split(' ').nth(1).unwrap_or_default().parse()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
+use support::{EVENTUALLY, Operator, POLL, TestContext, http_get, wait_until};
 
 #[tokio::test]
 async fn the_operator_connects_reports_ready_and_stops_on_cancellation() {
@@ -27,17 +14,17 @@ async fn the_operator_connects_reports_ready_and_stops_on_cancellation() {
     let http_addr = operator.http_addr;
 
     wait_until("/readyz to answer 200", EVENTUALLY, POLL, || async {
-        Ok(get(http_addr, "/readyz").await.ok().filter(|(status, _)| *status == 200))
+        Ok(http_get(http_addr, "/readyz").await.ok().filter(|(status, _)| *status == 200))
     })
     .await
     .expect("the operator becomes ready");
-    assert_eq!(get(http_addr, "/healthz").await.expect("healthz").0, 200);
-    let (status, metrics) = get(http_addr, "/metrics").await.expect("metrics");
+    assert_eq!(http_get(http_addr, "/healthz").await.expect("healthz").0, 200);
+    let (status, metrics) = http_get(http_addr, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("jetway_build_info{version=\""), "{metrics}");
 
     operator.stop().await;
-    assert!(get(http_addr, "/healthz").await.is_err(), "the HTTP server is closed");
+    assert!(http_get(http_addr, "/healthz").await.is_err(), "the HTTP server is closed");
 }
 
 #[tokio::test]
@@ -50,11 +37,11 @@ async fn the_operator_keeps_waiting_for_an_unreachable_nats_instead_of_giving_up
     })
     .await;
     let http_addr = operator.http_addr;
-    wait_until("/healthz to answer", EVENTUALLY, POLL, || async { Ok(get(http_addr, "/healthz").await.ok()) })
+    wait_until("/healthz to answer", EVENTUALLY, POLL, || async { Ok(http_get(http_addr, "/healthz").await.ok()) })
         .await
         .expect("the operator is alive");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(get(http_addr, "/readyz").await.expect("readyz").0, 503, "not ready without NATS");
+    assert_eq!(http_get(http_addr, "/readyz").await.expect("readyz").0, 503, "not ready without NATS");
     assert!(!operator.is_finished(), "still running, still retrying");
     operator.stop().await;
 }

@@ -238,18 +238,43 @@ pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &s
     .expect("the event")
 }
 
-/// The operator's `/metrics` text, or an error if it does not answer.
-pub async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+/// `GET path` on the operator's HTTP endpoint: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response)
+    let status = response.split(' ').nth(1).unwrap_or_default().parse()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
 }
 
 /// The value of a metric without labels in the operator's `/metrics`.
 pub async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
-    let text = scrape(addr).await.ok()?;
+    let (_, text) = http_get(addr, "/metrics").await.ok()?;
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// NACK's example manifests (`../shared/nack-examples`) with their apiVersion changed to
+/// Jetway's, leaving out the one with NACK's per-resource connection fields (the
+/// migration converter's case).
+pub fn nack_examples() -> Vec<serde_json::Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("../shared/nack-examples") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for document in text.split("\n---").filter(|d| !d.trim().trim_start_matches("---").trim().is_empty()) {
+            let mut value: serde_json::Value = serde_saphyr::from_str(document).expect("YAML");
+            if value["spec"].get("servers").is_none() {
+                value["apiVersion"] = serde_json::json!("jetway.dev/v1alpha1");
+                found.push(value);
+            }
+        }
+    }
+    found
 }
