@@ -55,18 +55,16 @@ impl DeadLetters {
 
     /// Makes the forwarder of the object `key` match `target`: started, moved to a new
     /// target, or (with `None`) stopped.
-    pub fn ensure(&self, key: &str, target: Option<(Target, Context)>) {
-        let (target, jetstream) = target.unzip();
+    pub fn ensure(&self, key: &str, wanted: Option<(Target, Context)>) {
         let mut running = self.running.lock().expect("dead letters lock");
-        if running.get(key).map(|(t, _)| t) == target.as_ref() {
+        if running.get(key).map(|(t, _)| t) == wanted.as_ref().map(|(t, _)| t) {
             return;
         }
         if let Some((_, token)) = running.remove(key) {
             token.cancel();
         }
-        if let Some(target) = target {
+        if let Some((target, jetstream)) = wanted {
             let token = self.shutdown.child_token();
-            let jetstream = jetstream.expect("a context with every target");
             tokio::spawn(forward(jetstream, target.clone(), token.clone()));
             running.insert(key.to_owned(), (target, token));
         }

@@ -133,22 +133,11 @@ async fn converge(
 
 /// `Delete` removes a consumer this object owns; anything else is left as it is,
 /// and a consumer or stream already gone needs nothing.
-/// Applies the deletion policy through the object's connection; when that connection
-/// is gone, nothing can be done on the server and the object is let go.
 async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = key(&*consumer);
-    let namespace = consumer.namespace().unwrap_or_default();
-    let result = match ctx.connection(&namespace, consumer.spec.connection_ref.as_ref(), &key).await {
-        Ok(pooled) => apply_deletion_policy(&consumer, &ctx, &pooled.jetstream).await,
-        Err(err) => {
-            tracing::warn!(consumer = %key, error = %err, "the connection is gone; leaving the server as it is");
-            Ok(Action::await_change())
-        }
-    };
-    if result.is_ok() {
-        ctx.connections.release(&key).await;
-    }
-    result
+    let (consumer, ctx) = (&*consumer, &*ctx);
+    let reference = consumer.spec.connection_ref.as_ref();
+    ctx.cleanup_through(consumer, reference, move |js| async move { apply_deletion_policy(consumer, ctx, &js).await })
+        .await
 }
 
 async fn apply_deletion_policy(

@@ -86,6 +86,35 @@ impl Context {
         self.connections.get(user, settings).await.map_err(|e| ReconcileError::Connection(e.into()))
     }
 
+    /// Cleanup through the connection an object names: `policy` runs with it, and the
+    /// object's use of the pool ends once it succeeds. When the connection is gone,
+    /// nothing can be done on the server and the object is let go.
+    pub async fn cleanup_through<K, F, Fut>(
+        &self,
+        object: &K,
+        reference: Option<&LocalRef>,
+        policy: F,
+    ) -> Result<Action, ReconcileError>
+    where
+        K: Resource,
+        F: FnOnce(async_nats::jetstream::Context) -> Fut,
+        Fut: std::future::Future<Output = Result<Action, ReconcileError>>,
+    {
+        let key = key(object);
+        let namespace = object.namespace().unwrap_or_default();
+        let result = match self.connection(&namespace, reference, &key).await {
+            Ok(pooled) => policy(pooled.jetstream).await,
+            Err(err) => {
+                tracing::warn!(object = %key, error = %err, "the connection is gone; leaving the server as it is");
+                Ok(Action::await_change())
+            }
+        };
+        if result.is_ok() {
+            self.connections.release(&key).await;
+        }
+        result
+    }
+
     /// The next look at an object that is fine: the resync interval, give or take
     /// a tenth, so that a thousand objects do not all resync at once.
     pub fn resync(&self, key: &str) -> Action {

@@ -109,22 +109,10 @@ async fn converge(
 
 /// Applies the deletion policy to a stream this object owns; streams it does not
 /// own, and streams already gone, are left as they are.
-/// Applies the deletion policy through the object's connection; when that connection
-/// is gone, nothing can be done on the server and the object is let go.
 async fn cleanup(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = key(&*stream);
-    let namespace = stream.namespace().unwrap_or_default();
-    let result = match ctx.connection(&namespace, stream.spec.connection_ref.as_ref(), &key).await {
-        Ok(pooled) => apply_deletion_policy(&stream, &ctx, &pooled.jetstream).await,
-        Err(err) => {
-            tracing::warn!(stream = %key, error = %err, "the connection is gone; leaving the server as it is");
-            Ok(Action::await_change())
-        }
-    };
-    if result.is_ok() {
-        ctx.connections.release(&key).await;
-    }
-    result
+    let (stream, ctx) = (&*stream, &*ctx);
+    let reference = stream.spec.connection_ref.as_ref();
+    ctx.cleanup_through(stream, reference, move |js| async move { apply_deletion_policy(stream, ctx, &js).await }).await
 }
 
 async fn apply_deletion_policy(
