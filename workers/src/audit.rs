@@ -1,0 +1,139 @@
+//! Audit: an immutable, replayable record of every event of the pipeline.
+//!
+//! Each event is copied, byte for byte, to `audit.<its subject>` in the `AUDIT`
+//! stream, with where it came from in headers and a message id per origin message, so
+//! a redelivery is stored once. The stream denies deletes and purges (JetStream cannot
+//! turn either off again) and keeps everything for 400 days: a year of records plus
+//! the month an annual audit takes. Replay reads a time range back in order.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::consume::dead_letter::{ORIGIN_SEQUENCE, ORIGIN_STREAM, ORIGIN_SUBJECT};
+use crate::consume::{Delivery, Handler, Outcome};
+use crate::events::{Decode, DecodeError, PipelineEvent};
+use crate::trace::TRACEPARENT;
+
+pub const STREAM: &str = "AUDIT";
+pub const SUBJECT_PREFIX: &str = "audit.";
+/// When the event was first stored in its own stream (RFC 3339).
+pub const ORIGIN_PUBLISHED: &str = "Jetway-Origin-Published";
+
+/// The audit stream's configuration.
+pub fn stream_config() -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        description: Some("Every event of the order pipeline, immutable for 400 days".into()),
+        subjects: vec![format!("{SUBJECT_PREFIX}>")],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(400 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// An event as received: decoded to check it is one, and the bytes kept as they were.
+pub struct Received {
+    pub event: PipelineEvent,
+    pub payload: bytes::Bytes,
+}
+
+impl Decode for Received {
+    fn decode(subject: &str, payload: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self { event: PipelineEvent::decode(subject, payload)?, payload: bytes::Bytes::copy_from_slice(payload) })
+    }
+}
+
+/// The audit worker's handler.
+pub struct Audit {
+    pub jetstream: jetstream::Context,
+}
+
+impl Handler for Audit {
+    type Event = Received;
+
+    async fn handle(&self, received: Received, delivery: &Delivery) -> Outcome {
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN_STREAM, delivery.stream.as_str());
+        headers.insert(ORIGIN_SEQUENCE, delivery.stream_sequence.to_string().as_str());
+        headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
+        headers.insert(ORIGIN_PUBLISHED, rfc3339(delivery.published).as_str());
+        headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("audit-{}-{}", delivery.stream, delivery.stream_sequence).as_str(),
+        );
+        let subject = format!("{SUBJECT_PREFIX}{}", delivery.subject);
+        let stored = async { self.jetstream.publish_with_headers(subject, headers, received.payload).await?.await };
+        match stored.await {
+            Ok(_) => Outcome::Ack,
+            Err(error) => Outcome::retry(format!("recording the event: {error}")),
+        }
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// One record read back.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The subject the event was published on.
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub origin_stream: Option<String>,
+    pub origin_sequence: Option<u64>,
+    pub event: serde_json::Value,
+}
+
+/// The records audit stored in `[from, to]`, in the order they were stored.
+pub async fn replay(
+    jetstream: &jetstream::Context,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> anyhow::Result<Vec<Record>> {
+    let mut stream = jetstream.get_stream(STREAM).await?;
+    let state = stream.info().await?.state.clone();
+    if state.messages == 0 || state.last_timestamp < from || from > to {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: from },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut records = Vec::new();
+    // The stream may grow while it is read; stop at its last message seen above.
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await?.transpose()? {
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (sequence, recorded_at) = (info.stream_sequence, info.published);
+        if recorded_at > to {
+            break;
+        }
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        records.push(Record {
+            subject: message.subject.trim_start_matches(SUBJECT_PREFIX).to_owned(),
+            recorded_at,
+            origin_stream: header(ORIGIN_STREAM),
+            origin_sequence: header(ORIGIN_SEQUENCE).and_then(|s| s.parse().ok()),
+            event: serde_json::from_slice(&message.payload)?,
+        });
+        if sequence >= state.last_sequence {
+            break;
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,74 @@
+//! `jetway-audit`: records every event of the pipeline, and replays a time range.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use futures::future::try_join_all;
+use jetway_runtime::{shutdown, telemetry};
+use jetway_workers::audit::{self, Audit};
+use jetway_workers::cli::{CommonArgs, ConsumeArgs};
+use jetway_workers::process::{self, Process};
+use jetway_workers::topology::{self, Binding};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Copies every event of the pipeline into the immutable AUDIT stream.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    consume: ConsumeArgs,
+    /// The streams to record, each read through a durable consumer named by --consumer.
+    #[arg(long, env = "JETWAY_STREAMS", value_delimiter = ',', default_values_t = topology::AUDITED.map(String::from))]
+    streams: Vec<String>,
+    /// The durable consumer on each stream.
+    #[arg(long, env = "JETWAY_CONSUMER", default_value = "audit")]
+    consumer: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the records stored between two times, one JSON object per line.
+    Replay {
+        /// The start, RFC 3339 (2026-11-24T08:00:00Z).
+        #[arg(long, value_parser = rfc3339)]
+        from: OffsetDateTime,
+        /// The end, RFC 3339; now when absent.
+        #[arg(long, value_parser = rfc3339)]
+        to: Option<OffsetDateTime>,
+    },
+}
+
+fn rfc3339(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(text, &Rfc3339)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(&args.common.log)?;
+    if let Some(Command::Replay { from, to }) = args.command {
+        let client = process::connect(&args.common, Default::default()).await?;
+        let jetstream = async_nats::jetstream::new(client);
+        for record in audit::replay(&jetstream, from, to.unwrap_or_else(OffsetDateTime::now_utc)).await? {
+            println!("{}", serde_json::to_string(&record)?);
+        }
+        return Ok(());
+    }
+    let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    let handler = Arc::new(Audit { jetstream: process.jetstream.clone() });
+    let loops = args.streams.iter().map(|stream| {
+        let (process, handler, args) = (&process, handler.clone(), &args);
+        async move {
+            let binding = Binding { stream, durable: &args.consumer, filter: "" };
+            let consumer = process.consumer(&args.common, &args.consume, &binding).await?;
+            process.consume("audit", consumer, handler, args.consume.loop_config("audit")).await
+        }
+    });
+    try_join_all(loops).await?;
+    process.finish().await
+}

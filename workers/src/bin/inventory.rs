@@ -1,0 +1,50 @@
+//! `jetway-inventory`: reserves stock for each order of `orders.created.v1`.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use jetway_runtime::{shutdown, telemetry};
+use jetway_workers::cli::{CommonArgs, ConsumeArgs};
+use jetway_workers::inventory::{Inventory, KvStock};
+use jetway_workers::process::Process;
+use jetway_workers::topology::{self, Binding};
+
+/// Reserves every line of an order or none, and publishes inventory.reserved.v1 or inventory.rejected.v1.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    consume: ConsumeArgs,
+    /// The stream orders are read from.
+    #[arg(long, env = "JETWAY_STREAM", default_value = topology::INVENTORY.stream)]
+    stream: String,
+    /// The durable consumer to read through.
+    #[arg(long, env = "JETWAY_CONSUMER", default_value = topology::INVENTORY.durable)]
+    consumer: String,
+    /// Stock to start with, as SKU=QUANTITY; only SKUs the bucket does not know yet are set.
+    #[arg(long = "seed-stock", env = "JETWAY_SEED_STOCK", value_delimiter = ',', value_parser = parse_stock)]
+    seed_stock: Vec<(String, u64)>,
+}
+
+fn parse_stock(text: &str) -> Result<(String, u64), String> {
+    let (sku, quantity) = text.split_once('=').ok_or("expected SKU=QUANTITY")?;
+    Ok((sku.trim().to_owned(), quantity.trim().parse().map_err(|e| format!("quantity of {sku}: {e}"))?))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(&args.common.log)?;
+    let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    let binding = Binding { stream: &args.stream, durable: &args.consumer, ..topology::INVENTORY };
+    let consumer = process.consumer(&args.common, &args.consume, &binding).await?;
+    let stock = KvStock::new(process.client.clone(), topology::stock(&process.jetstream).await?);
+    for (sku, quantity) in &args.seed_stock {
+        stock.seed(sku, *quantity).await?;
+    }
+    let handler = Inventory { stock, publisher: process.jetstream.clone() };
+    process.consume("inventory", consumer, Arc::new(handler), args.consume.loop_config("inventory")).await?;
+    process.finish().await
+}

@@ -1,0 +1,356 @@
+//! The one consume loop every worker runs.
+//!
+//! Pull (I/O): ask the consumer for as many messages as there are free in-flight
+//! slots, so in-flight work is bounded by `max_in_flight` and nothing waits in a
+//! client-side buffer. Decode (pure): a payload that is not the handler's event is
+//! dead-lettered at once. Handle: the business handler returns an [`Outcome`].
+//! Settle (I/O): ack; nak with a backoff delay; or publish to the dead-letter subject
+//! with the origin in headers and terminate. A retry on the consumer's last allowed
+//! delivery becomes a dead letter.
+//!
+//! On shutdown the loop stops pulling, gives back at once whatever arrives after the
+//! stop, lets in-flight handlers finish within the grace period and naks the ones
+//! still running after it. Nothing is acknowledged that was not done, so a message
+//! cut short is redelivered, and handlers are idempotent, so nothing is done twice.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::events::Decode;
+use crate::metrics::LoopMetrics;
+use crate::trace::{TRACEPARENT, TraceContext};
+
+/// What a handler decided about one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: acknowledge it.
+    Ack,
+    /// Not now: redeliver after `after`, or after the loop's backoff for this
+    /// delivery count when `None`.
+    Retry { after: Option<Duration>, error: String },
+    /// Never: move it to the dead-letter subject.
+    DeadLetter { error: String },
+}
+
+impl Outcome {
+    /// A retry after the loop's backoff.
+    pub fn retry(error: impl ToString) -> Self {
+        Self::Retry { after: None, error: error.to_string() }
+    }
+
+    pub fn dead_letter(error: impl ToString) -> Self {
+        Self::DeadLetter { error: error.to_string() }
+    }
+}
+
+/// Where a message came from, as a handler sees it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub subject: String,
+    pub stream: String,
+    pub stream_sequence: u64,
+    /// 1 on the first delivery.
+    pub delivered: u64,
+    pub published: time::OffsetDateTime,
+    /// This handling's span: a child of the publisher's. Put it on what the handler
+    /// publishes.
+    pub trace: TraceContext,
+}
+
+/// A worker's business logic: an event in, an outcome out. Testable without NATS.
+pub trait Handler: Send + Sync + 'static {
+    type Event: Decode;
+
+    fn handle(&self, event: Self::Event, delivery: &Delivery) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How the loop runs.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    /// Messages being handled at once, at most.
+    pub max_in_flight: usize,
+    /// Messages asked for in one pull, at most.
+    pub max_batch: usize,
+    /// How long a pull waits for messages before asking again.
+    pub pull_expiry: Duration,
+    /// How long in-flight handlers get to finish after a stop.
+    pub grace: Duration,
+    /// Where messages go that will never succeed.
+    pub dead_letter_subject: String,
+    /// The first retry's delay; it doubles per delivery up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 512,
+            max_batch: 256,
+            pull_expiry: Duration::from_secs(1),
+            grace: Duration::from_secs(20),
+            dead_letter_subject: "deadletter.worker".into(),
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything one message's task needs.
+struct Settler {
+    jetstream: jetstream::Context,
+    config: LoopConfig,
+    /// The consumer's maxDeliver; `None` when unlimited.
+    max_deliver: Option<u64>,
+    metrics: LoopMetrics,
+    /// Cancelled when the grace period is over: handlers still running are cut short.
+    abandon: CancellationToken,
+}
+
+/// Runs `handler` on `consumer` until `stop` is cancelled and in-flight work is settled.
+pub async fn run<H: Handler>(
+    jetstream: jetstream::Context,
+    mut consumer: PullConsumer,
+    handler: Arc<H>,
+    config: LoopConfig,
+    metrics: LoopMetrics,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let info = consumer.info().await?;
+    let max_deliver = u64::try_from(info.config.max_deliver).ok().filter(|max| *max > 0);
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let tasks = TaskTracker::new();
+    let settler = Arc::new(Settler {
+        jetstream,
+        config: config.clone(),
+        max_deliver,
+        metrics,
+        abandon: CancellationToken::new(),
+    });
+    let mut pull_errors = pull_backoff();
+
+    while !stop.is_cancelled() {
+        let mut free = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = slots.clone().acquire_many_owned(1) => slot?,
+        };
+        let more = slots.available_permits().min(config.max_batch - 1);
+        if more > 0 {
+            free.merge(slots.clone().acquire_many_owned(more as u32).await?);
+        }
+        let wanted = free.num_permits();
+        let pulled =
+            consumer.batch().max_messages(wanted).expires(config.pull_expiry).messages().await.map_err(|e| e.into());
+        let mut batch = match pulled {
+            Ok(batch) => batch,
+            Err(error) => {
+                pause_after_error(error, &mut pull_errors, &stop).await;
+                continue;
+            }
+        };
+        while let Some(message) = batch.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    pause_after_error(anyhow::anyhow!(error), &mut pull_errors, &stop).await;
+                    break;
+                }
+            };
+            pull_errors = pull_backoff();
+            let Some(slot) = free.split(1) else {
+                // The server sent more than asked for; hand it straight back.
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            if stop.is_cancelled() {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            }
+            tasks.spawn(settler.clone().process(handler.clone(), message, slot));
+        }
+        // The batch ended (all arrived, or it expired); `free` returns unused slots.
+        drop(free);
+    }
+
+    tasks.close();
+    if tokio::time::timeout(config.grace, tasks.wait()).await.is_err() {
+        tracing::warn!(in_flight = tasks.len(), "grace period over, handing unfinished messages back");
+        settler.abandon.cancel();
+        tasks.wait().await;
+    }
+    Ok(())
+}
+
+fn pull_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn pause_after_error(
+    error: anyhow::Error,
+    backoff: &mut impl Iterator<Item = Duration>,
+    stop: &CancellationToken,
+) {
+    let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+    tracing::warn!(error = %error, retry_in = ?delay, "pulling messages failed");
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+impl Settler {
+    async fn process<H: Handler>(
+        self: Arc<Self>,
+        handler: Arc<H>,
+        message: jetstream::Message,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let Some(delivery) = delivery_of(&message) else {
+            // Not a JetStream delivery (no ack subject): nothing to settle.
+            tracing::warn!(subject = %message.subject, "message without JetStream metadata ignored");
+            return;
+        };
+        let span = tracing::info_span!(
+            "message",
+            subject = %delivery.subject,
+            stream_sequence = delivery.stream_sequence,
+            delivered = delivery.delivered,
+            trace_id = %delivery.trace.trace_id(),
+        );
+        async {
+            let outcome = match H::Event::decode(&delivery.subject, &message.payload) {
+                Err(error) => Outcome::dead_letter(error),
+                Ok(event) => tokio::select! {
+                    outcome = handler.handle(event, &delivery) => outcome,
+                    _ = self.abandon.cancelled() => Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down".into() },
+                },
+            };
+            self.settle(&message, &delivery, outcome, started).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn settle(&self, message: &jetstream::Message, delivery: &Delivery, outcome: Outcome, started: Instant) {
+        let outcome = match outcome {
+            Outcome::Retry { error, .. } if self.max_deliver.is_some_and(|max| delivery.delivered >= max) => {
+                Outcome::dead_letter(format!("gave up after {} deliveries: {error}", delivery.delivered))
+            }
+            outcome => outcome,
+        };
+        let seconds = || started.elapsed().as_secs_f64();
+        match outcome {
+            Outcome::Ack => {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "acknowledging failed; the message will be redelivered");
+                }
+                self.metrics.processed(seconds());
+            }
+            Outcome::Retry { after, error } => {
+                let delay = after.unwrap_or_else(|| self.retry_delay(delivery.delivered));
+                tracing::info!(%error, retry_in = ?delay, "handing the message back");
+                self.nak(message, delay).await;
+                self.metrics.failed(seconds());
+            }
+            Outcome::DeadLetter { error } => match self.dead_letter(message, delivery, &error).await {
+                Ok(()) => {
+                    tracing::warn!(%error, subject = %self.config.dead_letter_subject, "dead-lettered");
+                    if let Err(error) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(%error, "terminating failed; the dead letter's copy is deduplicated");
+                    }
+                    self.metrics.dead_lettered(seconds());
+                }
+                Err(publish_error) => {
+                    let delay = self.retry_delay(delivery.delivered);
+                    tracing::warn!(error = %publish_error, retry_in = ?delay, "dead-lettering failed, retrying later");
+                    self.nak(message, delay).await;
+                    self.metrics.failed(seconds());
+                }
+            },
+        }
+    }
+
+    async fn nak(&self, message: &jetstream::Message, delay: Duration) {
+        let delay = (!delay.is_zero()).then_some(delay);
+        if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
+            tracing::warn!(%error, "nak failed; the message is redelivered after its ack wait");
+        }
+    }
+
+    /// `retry_min` doubled per earlier delivery, capped at `retry_max`, with jitter.
+    fn retry_delay(&self, delivered: u64) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min)
+            .with_max_delay(self.config.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(delivered.saturating_sub(1).min(32) as usize)
+            .unwrap_or(self.config.retry_max)
+    }
+
+    /// Publishes a copy with the origin in headers, deduplicated per origin message.
+    async fn dead_letter(&self, message: &jetstream::Message, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
+        let mut headers = message.headers.clone().unwrap_or_default();
+        headers.insert(dead_letter::ORIGIN_STREAM, delivery.stream.as_str());
+        headers.insert(dead_letter::ORIGIN_SEQUENCE, delivery.stream_sequence.to_string().as_str());
+        headers.insert(dead_letter::ORIGIN_SUBJECT, delivery.subject.as_str());
+        headers.insert(dead_letter::DELIVERIES, delivery.delivered.to_string().as_str());
+        headers.insert(dead_letter::REASON, one_line(error).as_str());
+        headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("dead-letter-{}-{}", delivery.stream, delivery.stream_sequence).as_str(),
+        );
+        self.jetstream
+            .publish_with_headers(self.config.dead_letter_subject.clone(), headers, message.payload.clone())
+            .await?
+            .await?;
+        Ok(())
+    }
+}
+
+/// Header values are one line.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
+    let info = message.info().ok()?;
+    let parent = message.headers.as_ref().and_then(|headers| headers.get(TRACEPARENT)).map(|value| value.as_str());
+    Some(Delivery {
+        subject: message.subject.to_string(),
+        stream: info.stream.to_owned(),
+        stream_sequence: info.stream_sequence,
+        delivered: u64::try_from(info.delivered).unwrap_or(1),
+        published: info.published,
+        trace: TraceContext::continue_from(parent),
+    })
+}
+
+/// The headers a dead letter carries, the same as the operator's forwarder writes for
+/// a Consumer's `spec.deadLetter`, so a dead letter reads the same whoever moved it.
+pub mod dead_letter {
+    pub const ORIGIN_STREAM: &str = "Jetway-Origin-Stream";
+    pub const ORIGIN_SEQUENCE: &str = "Jetway-Origin-Sequence";
+    pub const ORIGIN_SUBJECT: &str = "Jetway-Origin-Subject";
+    pub const DELIVERIES: &str = "Jetway-Deliveries";
+    pub const REASON: &str = "Jetway-Dead-Letter-Reason";
+}

@@ -1,0 +1,115 @@
+//! One worker process: NATS, the HTTP endpoints, the consume loops, and a shutdown
+//! that stops pulling, settles in-flight work, then drains the connection.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::{ConnectOptions, Event, ServerAddr, jetstream};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{CommonArgs, ConsumeArgs};
+use crate::consume::{self, Handler, LoopConfig};
+use crate::http::{self, Health};
+use crate::topology::{self, Binding};
+
+pub struct Process {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub health: Arc<Health>,
+    /// Cancelled by SIGTERM/SIGINT (or a test): stop taking work.
+    pub stop: CancellationToken,
+    http_stop: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+    /// Where the HTTP endpoints listen (useful when the port was 0).
+    pub http_addr: std::net::SocketAddr,
+}
+
+/// Connects to NATS, reporting connection changes on `health`.
+pub async fn connect(common: &CommonArgs, health: Arc<Health>) -> anyhow::Result<async_nats::Client> {
+    let servers =
+        common.nats_url.split(',').map(|url| url.trim().parse::<ServerAddr>()).collect::<Result<Vec<_>, _>>()?;
+    let mut options = ConnectOptions::new().name("jetway-worker").event_callback(move |event| {
+        let health = health.clone();
+        async move {
+            match event {
+                Event::Connected => health.set_ready(true),
+                Event::Disconnected => health.set_ready(false),
+                _ => {}
+            }
+            tracing::info!(%event, "NATS connection");
+        }
+    });
+    if let Some(path) = &common.nats_creds {
+        options = options.credentials_file(path).await?;
+    }
+    Ok(options.connect(servers).await?)
+}
+
+impl Process {
+    /// Connects and starts serving `/healthz`, `/readyz`, `/metrics` and `routes`.
+    pub async fn start(
+        common: &CommonArgs,
+        stop: CancellationToken,
+        routes: impl FnOnce(&jetstream::Context, &Arc<Health>) -> Router,
+    ) -> anyhow::Result<Self> {
+        let health = Arc::new(Health::default());
+        let client = connect(common, health.clone()).await?;
+        health.set_ready(true);
+        let jetstream = jetstream::new(client.clone());
+        let listener = TcpListener::bind(common.http_addr).await?;
+        let http_addr = listener.local_addr()?;
+        let app = http::router(health.clone()).merge(routes(&jetstream, &health));
+        let http_stop = CancellationToken::new();
+        let http = tokio::spawn(
+            axum::serve(listener, app).with_graceful_shutdown(http_stop.clone().cancelled_owned()).into_future(),
+        );
+        tracing::info!(%http_addr, "serving health and metrics");
+        Ok(Self { client, jetstream, health, stop, http_stop, http, http_addr })
+    }
+
+    /// The durable consumer `binding` names; created first with `--create-topology`.
+    pub async fn consumer(
+        &self,
+        common: &CommonArgs,
+        consume: &ConsumeArgs,
+        binding: &Binding<'_>,
+    ) -> anyhow::Result<PullConsumer> {
+        if common.create_topology {
+            topology::ensure_streams(&self.jetstream).await?;
+            return topology::ensure_consumer(&self.jetstream, binding, &consume.consumer_settings()).await;
+        }
+        let stream = self.jetstream.get_stream(binding.stream).await?;
+        stream
+            .get_consumer(binding.durable)
+            .await
+            .map_err(|error| anyhow::anyhow!("consumer {} on stream {}: {error}", binding.durable, binding.stream))
+    }
+
+    /// Runs the shared consume loop with `handler` until the stop.
+    pub async fn consume<H: Handler>(
+        &self,
+        worker: &'static str,
+        consumer: PullConsumer,
+        handler: Arc<H>,
+        config: LoopConfig,
+    ) -> anyhow::Result<()> {
+        let metrics = self.health.metrics.for_loop(worker);
+        consume::run(self.jetstream.clone(), consumer, handler, config, metrics, self.stop.clone()).await
+    }
+
+    /// After the loops returned: flush what is still buffered for the server (acks,
+    /// naks), close the connection, and stop serving.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.health.set_ready(false);
+        if let Err(error) = self.client.drain().await {
+            tracing::warn!(%error, "draining the NATS connection failed");
+        }
+        self.http_stop.cancel();
+        self.http.await??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
