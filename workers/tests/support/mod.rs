@@ -151,6 +151,13 @@ pub fn ids(prefix: &str, count: usize) -> impl Iterator<Item = String> {
     (0..count).map(move |n| format!("{prefix}-{n:06}"))
 }
 
+/// The body of `POST /orders` for an order like [`order`].
+pub fn order_request(id: &str) -> String {
+    let order = order(id);
+    serde_json::json!({ "orderId": order.order_id, "customerId": order.customer_id, "items": order.items, "currency": order.currency })
+        .to_string()
+}
+
 /// A worker binary running as a child process.
 pub struct Worker {
     child: Child,
@@ -169,7 +176,9 @@ impl Worker {
         };
         let http: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
         let child = Command::new(program)
-            .args(["--nats-url", nats_url, "--http-addr", &http.to_string(), "--log-filter", "warn"])
+            .args(["--nats-url", nats_url, "--http-addr", &http.to_string()])
+            // Workers log warnings; JETWAY_TEST_WORKER_LOG=debug shows more.
+            .env("JETWAY_LOG", std::env::var("JETWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
             .stdout(Stdio::null())
             .kill_on_drop(true)
