@@ -20,40 +20,38 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// What the consume loop counts, for one worker.
+/// What the consume loop counts, for one worker: handles on its series.
 #[derive(Clone)]
 pub struct LoopMetrics {
-    labels: WorkerLabels,
-    processed: Family<WorkerLabels, Counter>,
-    failed: Family<WorkerLabels, Counter>,
-    dead_lettered: Family<WorkerLabels, Counter>,
-    duration: Family<WorkerLabels, Histogram>,
-    in_flight: Family<WorkerLabels, Gauge>,
+    processed: Counter,
+    failed: Counter,
+    dead_lettered: Counter,
+    duration: Histogram,
+    in_flight: Gauge,
 }
 
 impl LoopMetrics {
     /// A message acknowledged as done.
     pub fn processed(&self, seconds: f64) {
-        self.processed.get_or_create(&self.labels).inc();
-        self.duration.get_or_create(&self.labels).observe(seconds);
+        self.processed.inc();
+        self.duration.observe(seconds);
     }
 
     /// A message handed back for a retry (nak with delay, or given back at shutdown).
     pub fn failed(&self, seconds: f64) {
-        self.failed.get_or_create(&self.labels).inc();
-        self.duration.get_or_create(&self.labels).observe(seconds);
+        self.failed.inc();
+        self.duration.observe(seconds);
     }
 
     pub fn dead_lettered(&self, seconds: f64) {
-        self.dead_lettered.get_or_create(&self.labels).inc();
-        self.duration.get_or_create(&self.labels).observe(seconds);
+        self.dead_lettered.inc();
+        self.duration.observe(seconds);
     }
 
     /// Counts one message in flight until the guard is dropped.
     pub fn in_flight(&self) -> InFlight {
-        let gauge = self.in_flight.get_or_create(&self.labels).clone();
-        gauge.inc();
-        InFlight(gauge)
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 }
 
@@ -124,15 +122,16 @@ impl Metrics {
         }
     }
 
-    /// The consume loop's counters for one worker.
+    /// The consume loop's counters for one worker, each exported from the start (at 0)
+    /// so that rates and alerts see a series before the first failure.
     pub fn for_loop(&self, worker: &'static str) -> LoopMetrics {
+        let labels = WorkerLabels { worker };
         LoopMetrics {
-            labels: WorkerLabels { worker },
-            processed: self.processed.clone(),
-            failed: self.failed.clone(),
-            dead_lettered: self.dead_lettered.clone(),
-            duration: self.duration.clone(),
-            in_flight: self.in_flight.clone(),
+            processed: self.processed.get_or_create(&labels).clone(),
+            failed: self.failed.get_or_create(&labels).clone(),
+            dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            in_flight: self.in_flight.get_or_create(&labels).clone(),
         }
     }
 
