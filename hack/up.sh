@@ -8,8 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_packages
 ensure_tools
 
-step "building jetway"
-cargo build --locked --package jetway --package jetway-testground --bins
+step "building jetway and the order workers"
+cargo build --locked --package jetway --package jetway-testground --package jetway-workers --bins
 
 step "starting the test ground and the operator"
 exec "$CARGO_TARGET_DIR/debug/jetway-testground" exec -- bash "$repo/hack/demo.sh"

@@ -2,8 +2,9 @@
 
 mod support;
 
+use jetway::api::consumer::Consumer;
 use jetway::api::stream::Stream;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
+use support::{Operator, TestContext, wait_all_ready};
 
 #[tokio::test]
 async fn the_examples_apply_with_kubectl_and_become_ready() {
@@ -17,19 +18,8 @@ async fn the_examples_apply_with_kubectl_and_become_ready() {
         .expect("running kubectl");
     assert!(output.status.success(), "kubectl apply -k: {}", String::from_utf8_lossy(&output.stderr));
 
-    let streams = ctx.api::<Stream>();
-    let ready = wait_until("every example Stream to be Ready", EVENTUALLY, POLL, || async {
-        let list = streams.list(&Default::default()).await?.items;
-        let all_ready = !list.is_empty()
-            && list.iter().all(|s| {
-                s.status
-                    .as_ref()
-                    .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            });
-        Ok(all_ready.then_some(list))
-    })
-    .await
-    .expect("Ready");
+    let ready = wait_all_ready(&ctx.api::<Stream>()).await;
+    wait_all_ready(&ctx.api::<Consumer>()).await;
     for stream in &ready {
         let name = stream.spec.name.clone().expect("the examples name their streams");
         ctx.jetstream.get_stream(&name).await.unwrap_or_else(|e| panic!("{name} exists on the server: {e}"));

@@ -222,6 +222,21 @@ where
     .expect("the condition")
 }
 
+/// Waits until `api` lists objects and every one of them is Ready; returns them.
+pub async fn wait_all_ready<K>(api: &Api<K>) -> Vec<K>
+where
+    K: Conditioned + kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("every {} to be Ready", std::any::type_name::<K>());
+    wait_until(&what, EVENTUALLY, POLL, || async {
+        let list = api.list(&Default::default()).await?.items;
+        let ready = |object: &K| condition(object, "Ready").is_some_and(|c| c.status == "True");
+        Ok((!list.is_empty() && list.iter().all(ready)).then_some(list))
+    })
+    .await
+    .expect("Ready")
+}
+
 /// Waits for an Event with `reason` about the object `name` in `namespace`; returns its note.
 pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
     use k8s_openapi::api::events::v1::Event;

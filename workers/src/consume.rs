@@ -317,7 +317,8 @@ impl Settler {
         headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
-            format!("dead-letter-{}-{}", delivery.stream, delivery.stream_sequence).as_str(),
+            // The same id as the operator's forwarder gives it, so one message is dead-lettered once.
+            format!("{}:{}:dead-letter", delivery.stream, delivery.stream_sequence).as_str(),
         );
         self.jetstream
             .publish_with_headers(self.config.dead_letter_subject.clone(), headers, message.payload.clone())

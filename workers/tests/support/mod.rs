@@ -44,18 +44,21 @@ impl Pipeline {
         Self { nats, client, jetstream }
     }
 
-    /// Publishes orders `ids` on `orders.created.v1`, pipelined, each acknowledged.
+    /// Publishes orders `ids` on `orders.created.v1`, pipelined (a window of
+    /// acknowledgements outstanding, below async-nats's limit), each acknowledged.
     pub async fn publish_orders(&self, ids: impl IntoIterator<Item = String>) {
-        let mut acks = Vec::new();
-        for id in ids {
-            let order = order(&id);
-            let headers = event_headers(&order.message_id(), &TraceContext::root());
-            let payload = serde_json::to_vec(&order).unwrap().into();
-            acks.push(self.jetstream.publish_with_headers(OrderCreated::SUBJECT, headers, payload).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.expect("the order was stored");
-        }
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                let order = order(&id);
+                let headers = event_headers(&order.message_id(), &TraceContext::root());
+                let payload = serde_json::to_vec(&order).unwrap().into();
+                self.jetstream.publish_with_headers(OrderCreated::SUBJECT, headers, payload).await.unwrap()
+            })
+            .buffered(1024)
+            .for_each_concurrent(1024, |ack| async move {
+                ack.await.expect("the order was stored");
+            })
+            .await;
     }
 
     /// Messages in a stream: how many writes it accepted (a create-only KV bucket with
@@ -200,6 +203,14 @@ impl Worker {
 
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id().expect("running") as i32), signal).unwrap();
+    }
+
+    /// The process's peak resident memory (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or(0)
     }
 
     /// Waits for the process to end, at most `timeout`.
