@@ -67,7 +67,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let nats = &pipeline.nats;
 
     eprintln!("references: nats bench js pub async / js consume");
-    let publish = nats_bench(&tools, nats, &["js", "pub", "async", "bench.pub", "--create", "--storage", "file"], args.reference_messages)?;
+    let publish = nats_bench(
+        &tools,
+        nats,
+        &["js", "pub", "async", "bench.pub", "--create", "--storage", "file"],
+        args.reference_messages,
+    )?;
     let consume = nats_bench(&tools, nats, &["js", "consume", "--acks", "explicit"], args.reference_messages)?;
     pipeline.jetstream.delete_stream("benchstream").await?;
     // Per order: two acknowledged publishes and one consume + ack.
@@ -92,7 +97,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         payment_rate / 12_000.0
     );
     println!("  worker peak RSS                {:>10.1} MiB", payment_rss as f64 / 1024.0);
-    println!("intake at {} requests/s for {:?} ({} requests, {} failed)", args.rate, args.duration, latency.len(), latency.failed);
+    println!(
+        "intake at {} requests/s for {:?} ({} requests, {} failed)",
+        args.rate,
+        args.duration,
+        latency.len(),
+        latency.failed
+    );
     println!(
         "  latency p50 {:.3} ms   p99 {:.3} ms   p99.9 {:.3} ms   max {:.3} ms",
         ms(latency.histogram.value_at_quantile(0.5)),
@@ -100,7 +111,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ms(latency.histogram.value_at_quantile(0.999)),
         ms(latency.histogram.max())
     );
-    println!("end to end ({} orders, {} clients): POST /orders -> intake -> payment -> ack", args.end_to_end, args.clients);
+    println!(
+        "end to end ({} orders, {} clients): POST /orders -> intake -> payment -> ack",
+        args.end_to_end, args.clients
+    );
     println!(
         "  orders/s                       {end_to_end:>10.0}   (intake, payment, nats-server and the HTTP load on the same {} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -130,7 +144,7 @@ fn nats_bench(tools: &Tools, nats: &NatsServer, args: &[&str], messages: usize) 
 /// Drains a backlog of orders with one payment worker; (orders/s, peak RSS in KiB).
 async fn payment_stage(pipeline: &Pipeline, orders: usize) -> anyhow::Result<(f64, u64)> {
     let settings = topology::ConsumerSettings { max_ack_pending: 100_000, ..Default::default() };
-    pipeline.consumer(&topology::PAYMENT, settings).await;
+    pipeline.consumer(&topology::PAYMENT[0], settings).await;
     topology::ledger(&pipeline.jetstream).await?;
     pipeline.publish_orders(ids("backlog", orders)).await;
     eprintln!("payment stage: {orders} orders in the backlog");
@@ -161,7 +175,10 @@ fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, F
 }
 
 fn post(url: &str, body: String) -> hyper::Request<Full<Bytes>> {
-    hyper::Request::post(url).header("content-type", "application/json").body(Full::new(Bytes::from(body))).expect("a request")
+    hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a request")
 }
 
 /// Sends `rate` orders a second to intake for `duration`, each on schedule, and

@@ -8,7 +8,7 @@ use clap::Args;
 use jetway_runtime::telemetry::LogArgs;
 
 use crate::consume::LoopConfig;
-use crate::topology::ConsumerSettings;
+use crate::topology::{Binding, ConsumerSettings};
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -52,6 +52,14 @@ pub struct ConsumeArgs {
     /// The longest retry delay.
     #[arg(long, env = "JETWAY_RETRY_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retry_max: Duration,
+    /// The streams to consume, each through the durable consumer --consumer. Default:
+    /// the worker's own (ORDERS for payment and inventory; ORDERS, PAYMENTS and
+    /// INVENTORY for audit).
+    #[arg(long = "stream", env = "JETWAY_STREAMS", value_delimiter = ',')]
+    pub streams: Vec<String>,
+    /// The durable consumer on each stream. Default: the worker's name.
+    #[arg(long, env = "JETWAY_CONSUMER")]
+    pub consumer: Option<String>,
     /// With --create-topology: deliveries before a message is dead-lettered.
     #[arg(long, env = "JETWAY_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,
@@ -74,7 +82,70 @@ impl ConsumeArgs {
         }
     }
 
+    /// The consumers to read: the worker's `defaults`, with --stream and --consumer applied.
+    pub fn bindings<'a>(&'a self, defaults: &[Binding<'a>]) -> Vec<Binding<'a>> {
+        let streams: Vec<&str> = if self.streams.is_empty() {
+            defaults.iter().map(|binding| binding.stream).collect()
+        } else {
+            self.streams.iter().map(String::as_str).collect()
+        };
+        let fallback = defaults.first().map_or("worker", |binding| binding.durable);
+        streams
+            .into_iter()
+            .map(|stream| {
+                let default = defaults.iter().find(|binding| binding.stream == stream);
+                Binding {
+                    stream,
+                    durable: self.consumer.as_deref().or(default.map(|binding| binding.durable)).unwrap_or(fallback),
+                    filter: default.map_or("", |binding| binding.filter),
+                }
+            })
+            .collect()
+    }
+
     pub fn consumer_settings(&self) -> ConsumerSettings {
         ConsumerSettings { max_deliver: self.max_deliver, ack_wait: self.ack_wait, ..ConsumerSettings::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::topology;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        consume: ConsumeArgs,
+    }
+
+    fn bindings(args: &[&str], defaults: &[Binding<'static>]) -> Vec<(String, String, String)> {
+        let flags = Flags::parse_from(std::iter::once("worker").chain(args.iter().copied()));
+        let bindings = flags.consume.bindings(defaults);
+        bindings.iter().map(|b| (b.stream.to_owned(), b.durable.to_owned(), b.filter.to_owned())).collect()
+    }
+
+    #[test]
+    fn without_flags_a_worker_reads_its_own_consumers() {
+        assert_eq!(
+            bindings(&[], &topology::PAYMENT),
+            [("ORDERS".into(), "payment".into(), "orders.created.v1".into())]
+        );
+        assert_eq!(bindings(&[], &topology::AUDIT).len(), 3);
+    }
+
+    #[test]
+    fn flags_choose_the_streams_and_the_consumer() {
+        assert_eq!(
+            bindings(&["--consumer", "audit-2", "--stream", "ORDERS,EXTRA"], &topology::AUDIT),
+            [("ORDERS".into(), "audit-2".into(), String::new()), ("EXTRA".into(), "audit-2".into(), String::new())]
+        );
+        assert_eq!(
+            bindings(&["--stream", "ORDERS_EU"], &topology::PAYMENT),
+            [("ORDERS_EU".into(), "payment".into(), String::new())],
+            "another stream keeps the worker's consumer name and reads it whole"
+        );
     }
 }

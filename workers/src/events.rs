@@ -229,3 +229,18 @@ pub fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(now)
 }
+
+/// An example order (two lines, 29.99 EUR) for documentation, tests and benchmarks.
+pub fn sample_order(order_id: &str) -> OrderCreated {
+    OrderCreated {
+        order_id: order_id.into(),
+        customer_id: "customer-1".into(),
+        items: vec![
+            LineItem { sku: "WIDGET".into(), quantity: 2, unit_price_cents: 1250 },
+            LineItem { sku: "GADGET".into(), quantity: 1, unit_price_cents: 499 },
+        ],
+        currency: "EUR".into(),
+        total_cents: 2999,
+        created_at: now(),
+    }
+}

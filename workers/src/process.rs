@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{CommonArgs, ConsumeArgs};
-use crate::consume::{self, Handler, LoopConfig};
+use crate::consume::{self, Handler};
 use crate::http::{self, Health};
 use crate::topology::{self, Binding};
+use futures::future::try_join_all;
 
 pub struct Process {
     pub client: async_nats::Client,
@@ -70,8 +71,32 @@ impl Process {
         Ok(Self { client, jetstream, health, stop, http_stop, http, http_addr })
     }
 
+    /// Runs `handler` on each of the worker's consumers until the stop, then finishes.
+    pub async fn work<H: Handler>(
+        self,
+        worker: &'static str,
+        common: &CommonArgs,
+        consume: &ConsumeArgs,
+        defaults: &[Binding<'_>],
+        handler: H,
+    ) -> anyhow::Result<()> {
+        let handler = Arc::new(handler);
+        let this = &self;
+        let loops = consume.bindings(defaults).into_iter().map(|binding| {
+            let handler = handler.clone();
+            async move {
+                let consumer = this.consumer(common, consume, &binding).await?;
+                let metrics = this.health.metrics.for_loop(worker);
+                let config = consume.loop_config(worker);
+                consume::run(this.jetstream.clone(), consumer, handler, config, metrics, this.stop.clone()).await
+            }
+        });
+        try_join_all(loops).await?;
+        self.finish().await
+    }
+
     /// The durable consumer `binding` names; created first with `--create-topology`.
-    pub async fn consumer(
+    async fn consumer(
         &self,
         common: &CommonArgs,
         consume: &ConsumeArgs,
@@ -86,18 +111,6 @@ impl Process {
             .get_consumer(binding.durable)
             .await
             .map_err(|error| anyhow::anyhow!("consumer {} on stream {}: {error}", binding.durable, binding.stream))
-    }
-
-    /// Runs the shared consume loop with `handler` until the stop.
-    pub async fn consume<H: Handler>(
-        &self,
-        worker: &'static str,
-        consumer: PullConsumer,
-        handler: Arc<H>,
-        config: LoopConfig,
-    ) -> anyhow::Result<()> {
-        let metrics = self.health.metrics.for_loop(worker);
-        consume::run(self.jetstream.clone(), consumer, handler, config, metrics, self.stop.clone()).await
     }
 
     /// After the loops returned: flush what is still buffered for the server (acks,

@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use crate::{audit, inventory, payment};
 
 /// A worker's durable consumer: its name, its stream and the subjects it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding<'a> {
     pub stream: &'a str,
     pub durable: &'a str,
@@ -17,10 +18,16 @@ pub struct Binding<'a> {
     pub filter: &'a str,
 }
 
-pub const PAYMENT: Binding<'static> = Binding { stream: "ORDERS", durable: "payment", filter: "orders.created.v1" };
-pub const INVENTORY: Binding<'static> = Binding { stream: "ORDERS", durable: "inventory", filter: "orders.created.v1" };
-/// The streams audit reads, each with a consumer named `audit`.
-pub const AUDITED: [&str; 3] = ["ORDERS", "PAYMENTS", "INVENTORY"];
+pub const PAYMENT: [Binding<'static>; 1] =
+    [Binding { stream: "ORDERS", durable: "payment", filter: "orders.created.v1" }];
+pub const INVENTORY: [Binding<'static>; 1] =
+    [Binding { stream: "ORDERS", durable: "inventory", filter: "orders.created.v1" }];
+/// Audit reads every event stream whole, each through a consumer named `audit`.
+pub const AUDIT: [Binding<'static>; 3] = [
+    Binding { stream: "ORDERS", durable: "audit", filter: "" },
+    Binding { stream: "PAYMENTS", durable: "audit", filter: "" },
+    Binding { stream: "INVENTORY", durable: "audit", filter: "" },
+];
 
 /// Tunables of the consumers created here.
 #[derive(Clone, Debug)]

@@ -22,7 +22,7 @@ async fn concurrent_workers_reserve_exactly_the_stock_there_is() {
     seed.set("GADGET", 1_000).await.unwrap();
     let mut workers = Vec::new();
     for _ in 0..3 {
-        let consumer = pipeline.consumer(&topology::INVENTORY, ConsumerSettings::default()).await;
+        let consumer = pipeline.consumer(&topology::INVENTORY[0], ConsumerSettings::default()).await;
         let handler = Arc::new(Inventory { stock: stock(&pipeline).await, publisher: pipeline.jetstream.clone() });
         workers.push(InProcess::start(&pipeline, "inventory", consumer, handler, loop_config("inventory")));
     }

@@ -30,7 +30,7 @@ async fn redeliveries_and_a_second_worker_never_charge_an_order_twice() {
     let gateway = Arc::new(SimulatedGateway::new(Duration::from_millis(1500), 0.0, 0.0));
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let consumer = pipeline.consumer(&topology::PAYMENT, settings.clone()).await;
+        let consumer = pipeline.consumer(&topology::PAYMENT[0], settings.clone()).await;
         let handler = payment(&pipeline, gateway.clone()).await;
         workers.push(InProcess::start(&pipeline, "payment", consumer, handler, loop_config("payment")));
     }
@@ -60,7 +60,7 @@ async fn redeliveries_and_a_second_worker_never_charge_an_order_twice() {
 async fn a_message_that_keeps_failing_is_dead_lettered_after_the_maximum_deliveries() {
     let pipeline = Pipeline::start().await;
     let settings = ConsumerSettings { max_deliver: 3, ..Default::default() };
-    let consumer = pipeline.consumer(&topology::PAYMENT, settings).await;
+    let consumer = pipeline.consumer(&topology::PAYMENT[0], settings).await;
     let gateway = Arc::new(SimulatedGateway::new(Duration::ZERO, 1.0, 0.0));
     let worker =
         InProcess::start(&pipeline, "payment", consumer, payment(&pipeline, gateway).await, loop_config("payment"));
@@ -88,7 +88,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_maximum_deliver
 #[tokio::test]
 async fn an_undecodable_payload_is_dead_lettered_on_its_first_delivery() {
     let pipeline = Pipeline::start().await;
-    let consumer = pipeline.consumer(&topology::PAYMENT, ConsumerSettings::default()).await;
+    let consumer = pipeline.consumer(&topology::PAYMENT[0], ConsumerSettings::default()).await;
     let gateway = Arc::new(SimulatedGateway::new(Duration::ZERO, 0.0, 0.0));
     let worker =
         InProcess::start(&pipeline, "payment", consumer, payment(&pipeline, gateway).await, loop_config("payment"));

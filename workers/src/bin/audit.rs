@@ -1,14 +1,11 @@
 //! `jetway-audit`: records every event of the pipeline, and replays a time range.
 
-use std::sync::Arc;
-
 use clap::{Parser, Subcommand};
-use futures::future::try_join_all;
 use jetway_runtime::{shutdown, telemetry};
 use jetway_workers::audit::{self, Audit};
 use jetway_workers::cli::{CommonArgs, ConsumeArgs};
 use jetway_workers::process::{self, Process};
-use jetway_workers::topology::{self, Binding};
+use jetway_workers::topology;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -20,12 +17,6 @@ struct Args {
     common: CommonArgs,
     #[command(flatten)]
     consume: ConsumeArgs,
-    /// The streams to record, each read through a durable consumer named by --consumer.
-    #[arg(long, env = "JETWAY_STREAMS", value_delimiter = ',', default_values_t = topology::AUDITED.map(String::from))]
-    streams: Vec<String>,
-    /// The durable consumer on each stream.
-    #[arg(long, env = "JETWAY_CONSUMER", default_value = "audit")]
-    consumer: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -60,15 +51,6 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let handler = Arc::new(Audit { jetstream: process.jetstream.clone() });
-    let loops = args.streams.iter().map(|stream| {
-        let (process, handler, args) = (&process, handler.clone(), &args);
-        async move {
-            let binding = Binding { stream, durable: &args.consumer, filter: "" };
-            let consumer = process.consumer(&args.common, &args.consume, &binding).await?;
-            process.consume("audit", consumer, handler, args.consume.loop_config("audit")).await
-        }
-    });
-    try_join_all(loops).await?;
-    process.finish().await
+    let handler = Audit { jetstream: process.jetstream.clone() };
+    process.work("audit", &args.common, &args.consume, &topology::AUDIT, handler).await
 }

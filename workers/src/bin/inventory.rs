@@ -1,13 +1,11 @@
 //! `jetway-inventory`: reserves stock for each order of `orders.created.v1`.
 
-use std::sync::Arc;
-
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
 use jetway_workers::cli::{CommonArgs, ConsumeArgs};
 use jetway_workers::inventory::{Inventory, KvStock};
 use jetway_workers::process::Process;
-use jetway_workers::topology::{self, Binding};
+use jetway_workers::topology;
 
 /// Reserves every line of an order or none, and publishes inventory.reserved.v1 or inventory.rejected.v1.
 #[derive(Parser)]
@@ -17,12 +15,6 @@ struct Args {
     common: CommonArgs,
     #[command(flatten)]
     consume: ConsumeArgs,
-    /// The stream orders are read from.
-    #[arg(long, env = "JETWAY_STREAM", default_value = topology::INVENTORY.stream)]
-    stream: String,
-    /// The durable consumer to read through.
-    #[arg(long, env = "JETWAY_CONSUMER", default_value = topology::INVENTORY.durable)]
-    consumer: String,
     /// Stock to start with, as SKU=QUANTITY; only SKUs the bucket does not know yet are set.
     #[arg(long = "seed-stock", env = "JETWAY_SEED_STOCK", value_delimiter = ',', value_parser = parse_stock)]
     seed_stock: Vec<(String, u64)>,
@@ -38,13 +30,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.common.log)?;
     let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let binding = Binding { stream: &args.stream, durable: &args.consumer, ..topology::INVENTORY };
-    let consumer = process.consumer(&args.common, &args.consume, &binding).await?;
     let stock = KvStock::new(process.client.clone(), topology::stock(&process.jetstream).await?);
     for (sku, quantity) in &args.seed_stock {
         stock.seed(sku, *quantity).await?;
     }
     let handler = Inventory { stock, publisher: process.jetstream.clone() };
-    process.consume("inventory", consumer, Arc::new(handler), args.consume.loop_config("inventory")).await?;
-    process.finish().await
+    process.work("inventory", &args.common, &args.consume, &topology::INVENTORY, handler).await
 }

@@ -1,6 +1,5 @@
 //! `jetway-payment`: charges each order of `orders.created.v1` exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,7 +7,7 @@ use jetway_runtime::{shutdown, telemetry};
 use jetway_workers::cli::{CommonArgs, ConsumeArgs};
 use jetway_workers::payment::{Payment, SimulatedGateway};
 use jetway_workers::process::Process;
-use jetway_workers::topology::{self, Binding};
+use jetway_workers::topology;
 
 /// Charges each order exactly once and publishes payments.completed.v1 or payments.failed.v1.
 #[derive(Parser)]
@@ -18,12 +17,6 @@ struct Args {
     common: CommonArgs,
     #[command(flatten)]
     consume: ConsumeArgs,
-    /// The stream orders are read from.
-    #[arg(long, env = "JETWAY_STREAM", default_value = topology::PAYMENT.stream)]
-    stream: String,
-    /// The durable consumer to read through.
-    #[arg(long, env = "JETWAY_CONSUMER", default_value = topology::PAYMENT.durable)]
-    consumer: String,
     /// The simulated gateway's time to answer.
     #[arg(long, env = "JETWAY_GATEWAY_LATENCY", default_value = "0ms", value_parser = humantime::parse_duration)]
     gateway_latency: Duration,
@@ -43,13 +36,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!((0.0..=1.0).contains(&rate), "--gateway-{name}-rate must be between 0 and 1");
     }
     let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let binding = Binding { stream: &args.stream, durable: &args.consumer, ..topology::PAYMENT };
-    let consumer = process.consumer(&args.common, &args.consume, &binding).await?;
     let handler = Payment {
         gateway: SimulatedGateway::new(args.gateway_latency, args.gateway_failure_rate, args.gateway_decline_rate),
         ledger: topology::ledger(&process.jetstream).await?,
         publisher: process.jetstream.clone(),
     };
-    process.consume("payment", consumer, Arc::new(handler), args.consume.loop_config("payment")).await?;
-    process.finish().await
+    process.work("payment", &args.common, &args.consume, &topology::PAYMENT, handler).await
 }

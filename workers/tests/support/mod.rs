@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jetway_testground::wait::{free_port, until};
 use jetway_testground::{NatsServer, Tools};
-use jetway_workers::events::{Event, LineItem, OrderCreated, now};
+use jetway_workers::events::{Event, OrderCreated};
 use jetway_workers::publish::event_headers;
 use jetway_workers::topology;
 use jetway_workers::trace::TraceContext;
@@ -134,20 +134,7 @@ impl Pipeline {
     }
 }
 
-/// A valid order: two lines, 29.99 EUR.
-pub fn order(id: &str) -> OrderCreated {
-    OrderCreated {
-        order_id: id.into(),
-        customer_id: "customer-1".into(),
-        items: vec![
-            LineItem { sku: "WIDGET".into(), quantity: 2, unit_price_cents: 1250 },
-            LineItem { sku: "GADGET".into(), quantity: 1, unit_price_cents: 499 },
-        ],
-        currency: "EUR".into(),
-        total_cents: 2999,
-        created_at: now(),
-    }
-}
+pub use jetway_workers::events::sample_order as order;
 
 pub fn ids(prefix: &str, count: usize) -> impl Iterator<Item = String> {
     let prefix = prefix.to_owned();
