@@ -30,6 +30,15 @@ pub struct CommonArgs {
     pub log: LogArgs,
 }
 
+/// Everything a consuming worker takes.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
 /// How a worker consumes.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CommonArgs, ConsumeArgs};
+use crate::cli::{CommonArgs, ConsumeArgs, WorkerArgs};
 use crate::consume::{self, Handler};
 use crate::http::{self, Health};
 use crate::topology::{self, Binding};
@@ -75,11 +75,11 @@ impl Process {
     pub async fn work<H: Handler>(
         self,
         worker: &'static str,
-        common: &CommonArgs,
-        consume: &ConsumeArgs,
+        args: &WorkerArgs,
         defaults: &[Binding<'_>],
         handler: H,
     ) -> anyhow::Result<()> {
+        let (common, consume) = (&args.common, &args.consume);
         let handler = Arc::new(handler);
         let this = &self;
         let loops = consume.bindings(defaults).into_iter().map(|binding| {

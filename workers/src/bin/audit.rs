@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use jetway_runtime::{shutdown, telemetry};
 use jetway_workers::audit::{self, Audit};
-use jetway_workers::cli::{CommonArgs, ConsumeArgs};
+use jetway_workers::cli::WorkerArgs;
 use jetway_workers::process::{self, Process};
 use jetway_workers::topology;
 use time::OffsetDateTime;
@@ -14,9 +14,7 @@ use time::format_description::well_known::Rfc3339;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    consume: ConsumeArgs,
+    worker: WorkerArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -41,16 +39,16 @@ fn rfc3339(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.common.log)?;
+    telemetry::init(&args.worker.common.log)?;
     if let Some(Command::Replay { from, to }) = args.command {
-        let client = process::connect(&args.common, Default::default()).await?;
+        let client = process::connect(&args.worker.common, Default::default()).await?;
         let jetstream = async_nats::jetstream::new(client);
         for record in audit::replay(&jetstream, from, to.unwrap_or_else(OffsetDateTime::now_utc)).await? {
             println!("{}", serde_json::to_string(&record)?);
         }
         return Ok(());
     }
-    let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
     let handler = Audit { jetstream: process.jetstream.clone() };
-    process.work("audit", &args.common, &args.consume, &topology::AUDIT, handler).await
+    process.work("audit", &args.worker, &topology::AUDIT, handler).await
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
-use jetway_workers::cli::{CommonArgs, ConsumeArgs};
+use jetway_workers::cli::WorkerArgs;
 use jetway_workers::inventory::{Inventory, KvStock};
 use jetway_workers::process::Process;
 use jetway_workers::topology;
@@ -12,9 +12,7 @@ use jetway_workers::topology;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    consume: ConsumeArgs,
+    worker: WorkerArgs,
     /// Stock to start with, as SKU=QUANTITY; only SKUs the bucket does not know yet are set.
     #[arg(long = "seed-stock", env = "JETWAY_SEED_STOCK", value_delimiter = ',', value_parser = parse_stock)]
     seed_stock: Vec<(String, u64)>,
@@ -28,12 +26,12 @@ fn parse_stock(text: &str) -> Result<(String, u64), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.common.log)?;
-    let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    telemetry::init(&args.worker.common.log)?;
+    let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
     let stock = KvStock::new(process.client.clone(), topology::stock(&process.jetstream).await?);
     for (sku, quantity) in &args.seed_stock {
         stock.seed(sku, *quantity).await?;
     }
     let handler = Inventory { stock, publisher: process.jetstream.clone() };
-    process.work("inventory", &args.common, &args.consume, &topology::INVENTORY, handler).await
+    process.work("inventory", &args.worker, &topology::INVENTORY, handler).await
 }

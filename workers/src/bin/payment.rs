@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
-use jetway_workers::cli::{CommonArgs, ConsumeArgs};
+use jetway_workers::cli::WorkerArgs;
 use jetway_workers::payment::{Payment, SimulatedGateway};
 use jetway_workers::process::Process;
 use jetway_workers::topology;
@@ -14,9 +14,7 @@ use jetway_workers::topology;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    consume: ConsumeArgs,
+    worker: WorkerArgs,
     /// The simulated gateway's time to answer.
     #[arg(long, env = "JETWAY_GATEWAY_LATENCY", default_value = "0ms", value_parser = humantime::parse_duration)]
     gateway_latency: Duration,
@@ -31,15 +29,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.common.log)?;
+    telemetry::init(&args.worker.common.log)?;
     for (name, rate) in [("failure", args.gateway_failure_rate), ("decline", args.gateway_decline_rate)] {
         anyhow::ensure!((0.0..=1.0).contains(&rate), "--gateway-{name}-rate must be between 0 and 1");
     }
-    let process = Process::start(&args.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
     let handler = Payment {
         gateway: SimulatedGateway::new(args.gateway_latency, args.gateway_failure_rate, args.gateway_decline_rate),
         ledger: topology::ledger(&process.jetstream).await?,
         publisher: process.jetstream.clone(),
     };
-    process.work("payment", &args.common, &args.consume, &topology::PAYMENT, handler).await
+    process.work("payment", &args.worker, &topology::PAYMENT, handler).await
 }
