@@ -27,10 +27,20 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
+    /// Without any cluster: compare manifests with the live JetStream and print what
+    /// `run` would change. Exit code 0: nothing; 2: changes pending; 1: an error, or a
+    /// change `run` would refuse.
+    Plan(Box<PlanArgs>),
+    /// Print the Stream and Consumer manifests that adopt what a NATS system holds.
+    Export(Box<ExportArgs>),
+    /// Print NACK (jetstream.nats.io/v1beta2) manifests as Jetway objects; notes on stderr.
+    Convert(ConvertArgs),
 }
 
+/// How to reach the default NATS system: the operator's, and the one `plan` and
+/// `export` read.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct NatsArgs {
     /// NATS servers of the default connection, comma-separated.
     #[arg(long, env = "JETWAY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -58,6 +68,42 @@ pub struct RunArgs {
     /// Client key (PEM) for --nats-tls-cert.
     #[arg(long, env = "JETWAY_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// The name the NATS servers' certificates carry, when it is not the URL's host.
+    #[arg(long, env = "JETWAY_NATS_TLS_SERVER_NAME")]
+    pub nats_tls_server_name: Option<String>,
+}
+
+impl NatsArgs {
+    pub fn settings(self) -> NatsSettings {
+        let auth = if let Some(path) = self.nats_creds {
+            NatsAuth::CredsFile(path)
+        } else if let Some(path) = self.nats_nkey {
+            NatsAuth::NkeySeedFile(path)
+        } else if let (Some(user), Some(password)) = (self.nats_user, self.nats_password) {
+            NatsAuth::UserPassword { user, password: Redacted(password) }
+        } else if let Some(token) = self.nats_token {
+            NatsAuth::Token(Redacted(token))
+        } else {
+            NatsAuth::None
+        };
+        NatsSettings {
+            servers: self.nats_url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            auth,
+            tls: TlsSettings {
+                ca: self.nats_tls_ca.map(Pem::File),
+                client: self.nats_tls_cert.zip(self.nats_tls_key).map(|(c, k)| (Pem::File(c), Pem::File(k))),
+                server_name: self.nats_tls_server_name,
+                handshake_first: false,
+            },
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "JETWAY_NAMESPACE")]
     pub namespace: Option<String>,
@@ -68,9 +114,6 @@ pub struct RunArgs {
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
-    /// The name the NATS servers' certificates carry, when it is not the URL's host.
-    #[arg(long, env = "JETWAY_NATS_TLS_SERVER_NAME")]
-    pub nats_tls_server_name: Option<String>,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "JETWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -85,31 +128,54 @@ impl RunArgs {
     }
 
     pub fn into_config_with(self, kube: kube::Config) -> Config {
-        let auth = if let Some(path) = self.nats_creds {
-            NatsAuth::CredsFile(path)
-        } else if let Some(path) = self.nats_nkey {
-            NatsAuth::NkeySeedFile(path)
-        } else if let (Some(user), Some(password)) = (self.nats_user, self.nats_password) {
-            NatsAuth::UserPassword { user, password: Redacted(password) }
-        } else if let Some(token) = self.nats_token {
-            NatsAuth::Token(Redacted(token))
-        } else {
-            NatsAuth::None
-        };
-        let nats = NatsSettings {
-            servers: self.nats_url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-            auth,
-            tls: TlsSettings {
-                ca: self.nats_tls_ca.map(Pem::File),
-                client: self.nats_tls_cert.zip(self.nats_tls_key).map(|(c, k)| (Pem::File(c), Pem::File(k))),
-                server_name: self.nats_tls_server_name,
-                handshake_first: false,
-            },
-            ..Default::default()
-        };
         let controllers = Settings { resync: self.resync_interval.0, observe_only: self.observe_only };
-        Config { kube, nats, http_addr: self.metrics_addr, namespace: self.namespace, controllers }
+        Config {
+            kube,
+            nats: self.nats.settings(),
+            http_addr: self.metrics_addr,
+            namespace: self.namespace,
+            controllers,
+        }
     }
+}
+
+/// Output formats of `plan`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A manifest file, a directory of them (read recursively), or - for stdin.
+    #[arg(short = 'f', long = "filename", env = "JETWAY_PLAN_FILENAME")]
+    pub path: PathBuf,
+    /// The namespace of objects whose manifest names none, as `kubectl apply -n`.
+    #[arg(short = 'n', long, env = "JETWAY_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// `text` for people, `json` for tools.
+    #[arg(short = 'o', long, env = "JETWAY_PLAN_OUTPUT", value_enum, default_value_t)]
+    pub output: Output,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The namespace written into the manifests (none when absent).
+    #[arg(short = 'n', long, env = "JETWAY_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// NACK manifests: a file, a directory (read recursively), or - for stdin.
+    #[arg(short = 'f', long = "filename", env = "JETWAY_CONVERT_FILENAME")]
+    pub path: PathBuf,
 }
 
 #[cfg(test)]
@@ -123,11 +189,13 @@ mod tests {
     }
 
     #[test]
-    fn every_run_flag_has_an_environment_variable() {
+    fn every_flag_of_every_command_has_an_environment_variable() {
         let cli = Cli::command();
-        let run = cli.find_subcommand("run").expect("run subcommand");
-        for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
-            assert!(arg.get_env().is_some(), "--{} has no env fallback", arg.get_long().unwrap_or_default());
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments().filter(|a| a.get_long().is_some()) {
+                let flag = arg.get_long().unwrap_or_default();
+                assert!(arg.get_env().is_some(), "{} --{flag} has no env fallback", command.get_name());
+            }
         }
     }
 

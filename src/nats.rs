@@ -104,7 +104,7 @@ impl NatsSettings {
     /// the connection meets are logged and kept in `last_error`.
     pub async fn connect(&self, client_name: &str, last_error: LastError) -> Result<async_nats::Client, ConnectError> {
         let events = last_error.clone();
-        let mut options = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -113,7 +113,17 @@ impl NatsSettings {
                 let events = events.clone();
                 async move { log_event(&event, &events) }
             });
-        options = authenticated(options, self).await?;
+        self.connect_with(options).await
+    }
+
+    /// A client for a command that runs once: the first failure to connect is the
+    /// answer.
+    pub async fn connect_once(&self, client_name: &str) -> Result<async_nats::Client, ConnectError> {
+        self.connect_with(ConnectOptions::new().name(client_name).connection_timeout(Duration::from_secs(5))).await
+    }
+
+    async fn connect_with(&self, options: ConnectOptions) -> Result<async_nats::Client, ConnectError> {
+        let options = authenticated(options, self).await?;
         let servers = self.servers.join(",");
         let addrs = self
             .servers

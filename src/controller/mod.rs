@@ -372,6 +372,9 @@ pub fn health(kind: &str, outcome: &Result<Done, ReconcileError>) -> Health {
 
 /// "what: spec.a: 1 -> 2, spec.b: ..."
 pub fn describe(what: &str, changes: &[FieldChange]) -> String {
+    if changes.is_empty() {
+        return what.to_owned();
+    }
     let fields: Vec<String> = changes.iter().map(ToString::to_string).collect();
     format!("{what}: {}", fields.join(", "))
 }

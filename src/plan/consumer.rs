@@ -90,10 +90,6 @@ fn push_pull_switch(from: &Value, to: &Value) -> Option<&'static str> {
     (from.is_null() != to.is_null()).then_some("a pull consumer cannot become a push consumer, nor the other way round")
 }
 
-fn spec_path(key: &str) -> &'static str {
-    FIELDS.iter().find(|(k, ..)| *k == key).map_or("spec", |(_, path, _)| path)
-}
-
 fn parse_time(text: &str, field: &str, violations: &mut Vec<Violation>) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| violations.push(Violation::new(field, format!("{text:?} is not an RFC 3339 time"))))
@@ -321,9 +317,6 @@ pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsum
     let mark_changed = marks.iter().any(|k| desired.config.metadata.get(*k) != observed.config.metadata.get(*k));
     if changes.is_empty() && !mark_changed {
         return ConsumerPlan::InSync;
-    }
-    if changes.is_empty() {
-        changes.push(FieldChange { field: spec_path("metadata"), from: "(unmarked)".into(), to: "(marked)".into() });
     }
     let mut metadata: Map<String, Value> = match update.get("metadata") {
         Some(Value::Object(m)) if desired.managed.contains("metadata") => m.clone(),

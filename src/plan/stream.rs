@@ -43,7 +43,8 @@ pub enum StreamPlan {
     Create {
         config: Config,
     },
-    /// Bring the server's stream to `config`; `adopting` when it was not Jetway's yet.
+    /// Bring the server's stream to `config`; `adopting` when it was not Jetway's yet
+    /// (then `changes` may be empty: only the ownership mark is written).
     Update {
         config: Config,
         changes: Vec<FieldChange>,
@@ -309,7 +310,8 @@ fn normalized(config: &Config) -> BTreeMap<&'static str, Value> {
         .map(|f| {
             let mut value = json.get(f.key).cloned().unwrap_or(Value::Null);
             if let (Value::Object(map), "metadata") = (&mut value, f.key) {
-                map.retain(|k, _| !k.starts_with(SERVER_METADATA_PREFIX));
+                // Ownership is compared apart (`owner_of`); the server's keys are its own.
+                map.retain(|k, _| k != OWNER_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
             }
             let empty = value.is_null() || value == json!({}) || value == json!([]);
             if empty {
@@ -370,7 +372,7 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
     if !violations.is_empty() {
         return StreamPlan::Refused { violations };
     }
-    if changes.is_empty() {
+    if changes.is_empty() && !adopting {
         return StreamPlan::InSync;
     }
     let mut config = desired.config.clone();
