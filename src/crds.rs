@@ -11,7 +11,28 @@ use crate::api::stream::Stream;
 
 /// Every CRD Jetway serves.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Stream::crd(), Consumer::crd(), NatsConnection::crd()]
+    vec![Stream::crd(), Consumer::crd(), NatsConnection::crd()].into_iter().map(unseen_until_reconciled).collect()
+}
+
+/// Gives `status` the default `{observedGeneration: 0}`, which the apiserver fills in
+/// until Jetway writes a status. kstatus (Flux's health checks) reads an object without
+/// status as Current, that is reconciled; generation 1 against observed 0 reads as
+/// InProgress until Jetway has seen the object.
+fn unseen_until_reconciled(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                serde_json::json!({ "observedGeneration": 0 }),
+            ));
+        }
+    }
+    crd
 }
 
 /// Writes all CRDs as one multi-document YAML stream.
