@@ -9,6 +9,21 @@ use super::*;
 use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer};
 use crate::plan::stream::{DesiredStream, ObservedStream, StreamPlan, plan_stream};
 
+/// A stream with every limit at the server's "unlimited".
+fn unlimited(name: &str) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        max_consumers: -1,
+        max_messages: -1,
+        max_bytes: -1,
+        max_messages_per_subject: -1,
+        max_message_size: -1,
+        num_replicas: 1,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
 fn adopts_without_changes(config: stream::Config) {
     let spec = stream_spec(&config);
     let desired = DesiredStream::from_spec(&spec, "exported", "shop/exported").expect("a valid spec");
@@ -21,18 +36,7 @@ fn adopts_without_changes(config: stream::Config) {
 
 #[test]
 fn a_plain_stream_with_server_defaults_exports_to_its_name_alone() {
-    let config = stream::Config {
-        name: "ORDERS".into(),
-        subjects: vec!["ORDERS".into()],
-        duplicate_window: Duration::from_secs(120),
-        max_consumers: -1,
-        max_messages: -1,
-        max_bytes: -1,
-        max_messages_per_subject: -1,
-        max_message_size: -1,
-        num_replicas: 1,
-        ..Default::default()
-    };
+    let config = stream::Config { subjects: vec!["ORDERS".into()], ..unlimited("ORDERS") };
     let spec = stream_spec(&config);
     assert_eq!(spec, StreamSpec { name: Some("ORDERS".into()), ..Default::default() });
     adopts_without_changes(config);
@@ -83,14 +87,6 @@ fn a_stream_with_every_kind_of_setting_round_trips() {
 #[test]
 fn a_sourcing_stream_round_trips() {
     adopts_without_changes(stream::Config {
-        name: "ALL".into(),
-        max_consumers: -1,
-        max_messages: -1,
-        max_bytes: -1,
-        max_messages_per_subject: -1,
-        max_message_size: -1,
-        num_replicas: 1,
-        duplicate_window: Duration::from_secs(120),
         sources: Some(vec![
             stream::Source { name: "ORDERS".into(), filter_subject: Some("orders.eu.>".into()), ..Default::default() },
             stream::Source {
@@ -100,7 +96,7 @@ fn a_sourcing_stream_round_trips() {
                 ..Default::default()
             },
         ]),
-        ..Default::default()
+        ..unlimited("ALL")
     });
 }
 

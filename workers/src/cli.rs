@@ -136,6 +136,20 @@ mod tests {
         bindings.iter().map(|b| (b.stream.to_owned(), b.durable.to_owned(), b.filter.to_owned())).collect()
     }
 
+    #[derive(Parser)]
+    struct Worker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    #[test]
+    fn every_worker_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        for arg in Worker::command().get_arguments().filter(|a| a.get_long().is_some()) {
+            assert!(arg.get_env().is_some(), "--{} has no env fallback", arg.get_long().unwrap_or_default());
+        }
+    }
+
     #[test]
     fn without_flags_a_worker_reads_its_own_consumers() {
         assert_eq!(
