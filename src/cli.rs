@@ -111,6 +111,9 @@ pub struct RunArgs {
     /// made on the server behind Jetway's back (jittered by a tenth).
     #[arg(long, env = "JETWAY_RESYNC_INTERVAL", default_value = "30s")]
     pub resync_interval: GoDuration,
+    /// How often consumer lag is read (one stream info and consumer list per stream).
+    #[arg(long, env = "JETWAY_LAG_INTERVAL", default_value = "1s")]
+    pub lag_interval: GoDuration,
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
@@ -128,7 +131,11 @@ impl RunArgs {
     }
 
     pub fn into_config_with(self, kube: kube::Config) -> Config {
-        let controllers = Settings { resync: self.resync_interval.0, observe_only: self.observe_only };
+        let controllers = Settings {
+            resync: self.resync_interval.0,
+            observe_only: self.observe_only,
+            lag_interval: self.lag_interval.0,
+        };
         Config {
             kube,
             nats: self.nats.settings(),

@@ -15,6 +15,7 @@ pub mod deadletter;
 pub mod export;
 pub mod http;
 pub mod jetstream;
+pub mod lag;
 pub mod manifest;
 pub mod metrics;
 pub mod nack;

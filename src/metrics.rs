@@ -21,8 +21,27 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// One consumer, by the namespace of the Consumer object that manages it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub namespace: String,
+    pub stream: String,
+    pub consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub namespace: String,
+    pub stream: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    consumer_pending: Family<ConsumerLabels, Gauge>,
+    consumer_ack_pending: Family<ConsumerLabels, Gauge>,
+    consumer_redelivered: Family<ConsumerLabels, Gauge>,
+    stream_messages: Family<StreamLabels, Gauge>,
+    stream_bytes: Family<StreamLabels, Gauge>,
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
@@ -56,7 +75,55 @@ impl Metrics {
             "Pooled NATS connections open for NatsConnection objects",
             nats_connections.clone(),
         );
-        Self { registry, reconciles, reconcile_errors, reconcile_duration, nats_connections }
+        let gauges = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ConsumerLabels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let consumer_pending =
+            gauges(&mut registry, "consumer_pending_messages", "Messages the consumer has not delivered yet");
+        let consumer_ack_pending =
+            gauges(&mut registry, "consumer_ack_pending_messages", "Messages delivered and not acknowledged yet");
+        let consumer_redelivered = gauges(
+            &mut registry,
+            "consumer_redelivered_messages",
+            "Messages delivered more than once and not acknowledged",
+        );
+        let stream_messages = Family::<StreamLabels, Gauge>::default();
+        registry.register("stream_messages", "Messages the stream holds", stream_messages.clone());
+        let stream_bytes = Family::<StreamLabels, Gauge>::default();
+        registry.register("stream_bytes", "Bytes the stream holds", stream_bytes.clone());
+        Self {
+            registry,
+            consumer_pending,
+            consumer_ack_pending,
+            consumer_redelivered,
+            stream_messages,
+            stream_bytes,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            nats_connections,
+        }
+    }
+
+    pub fn set_consumer(&self, labels: &ConsumerLabels, lag: &crate::lag::ConsumerLag) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.consumer_pending.get_or_create(labels).set(gauge(lag.pending));
+        self.consumer_ack_pending.get_or_create(labels).set(gauge(lag.ack_pending));
+        self.consumer_redelivered.get_or_create(labels).set(gauge(lag.redelivered));
+    }
+
+    /// Drops a consumer's series: a consumer that is not there has no lag, not 0.
+    pub fn remove_consumer(&self, labels: &ConsumerLabels) {
+        self.consumer_pending.remove(labels);
+        self.consumer_ack_pending.remove(labels);
+        self.consumer_redelivered.remove(labels);
+    }
+
+    pub fn set_stream(&self, labels: &StreamLabels, messages: u64, bytes: u64) {
+        self.stream_messages.get_or_create(labels).set(i64::try_from(messages).unwrap_or(i64::MAX));
+        self.stream_bytes.get_or_create(labels).set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one reconcile of `kind` that took `seconds` and failed for `error_reason`, if any.

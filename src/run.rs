@@ -70,6 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ));
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
+    let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));
     let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
@@ -79,7 +80,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancelled().await;
     health.set_ready(false);
     // Bounded, so that a stuck request cannot outlast the pod's grace period.
-    for (controller, mut task) in [("stream", streams), ("consumer", consumers), ("connection", connections)] {
+    let tasks = [("stream", streams), ("consumer", consumers), ("connection", connections), ("lag poller", lag)];
+    for (controller, mut task) in tasks {
         match tokio::time::timeout(CONTROLLER_GRACE, &mut task).await {
             Ok(Ok(())) => {}
             Ok(Err(join)) => tracing::error!(error = %join, controller, "a controller failed"),

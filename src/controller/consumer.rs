@@ -24,6 +24,7 @@ use crate::api::consumer::{Consumer, ConsumerStatus};
 use crate::api::stream::DeletionPolicy;
 use crate::deadletter::Target;
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
+use crate::lag::Watched;
 use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
 use crate::plan::stream::OWNER_KEY;
 use crate::status::conditions;
@@ -63,6 +64,24 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
             }
         },
     };
+    // Lag is watched for every consumer the object manages that exists.
+    match (&connection, &report, &consumer_name) {
+        (Some(pooled), Some(_), Some(name)) => ctx.lag.watch(
+            &key,
+            Watched {
+                namespace: namespace.clone(),
+                connection: consumer
+                    .spec
+                    .connection_ref
+                    .as_ref()
+                    .map_or_else(String::new, |r| format!("{namespace}/{}", r.name)),
+                jetstream: pooled.jetstream.clone(),
+                stream: consumer.spec.stream_name.clone(),
+                consumer: name.clone(),
+            },
+        ),
+        _ => ctx.lag.forget(&key),
+    }
     if !ctx.settings.observe_only {
         ctx.dead_letters.ensure(&key, dead_letter.zip(connection.map(|c| c.jetstream)));
     }
@@ -147,6 +166,7 @@ async fn apply_deletion_policy(
 ) -> Result<Action, ReconcileError> {
     let key = key(consumer);
     ctx.dead_letters.ensure(&key, None);
+    ctx.lag.forget(&key);
     let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only || policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());

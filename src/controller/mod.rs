@@ -22,6 +22,7 @@ use crate::api::stream::LocalRef;
 use crate::connection::{Pool, Pooled, ResolveError, resolve_named};
 use crate::deadletter::DeadLetters;
 use crate::jetstream::JetStreamError;
+use crate::lag::LagPoller;
 use crate::metrics::Metrics;
 use crate::plan::{FieldChange, Violation};
 use crate::status::Health;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Report what would change, change nothing.
     pub observe_only: bool,
+    /// How often consumer lag is read.
+    pub lag_interval: Duration,
 }
 
 /// What every reconcile gets.
@@ -51,6 +54,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The dead-letter forwarders of Consumers that ask for one.
     pub dead_letters: DeadLetters,
+    /// Consumer lag, read in batches for every consumer Consumer objects manage.
+    pub lag: Arc<LagPoller>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -66,7 +71,8 @@ impl Context {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let dead_letters = DeadLetters::new(shutdown);
-        Self { client, connections, settings, metrics, dead_letters, recorder, failures: Mutex::default() }
+        let lag = Arc::new(LagPoller::new(metrics.clone()));
+        Self { client, connections, settings, metrics, dead_letters, lag, recorder, failures: Mutex::default() }
     }
 
     /// Dereference: the connection an object names (`None`: the default one), used by

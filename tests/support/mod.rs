@@ -138,7 +138,11 @@ impl Operator {
             nats: jetway::nats::NatsSettings { servers: vec![ground.nats_url.clone()], ..Default::default() },
             http_addr,
             namespace: Some(namespace.to_owned()),
-            controllers: jetway::controller::Settings { resync: Duration::from_secs(2), observe_only: false },
+            controllers: jetway::controller::Settings {
+                resync: Duration::from_secs(2),
+                observe_only: false,
+                lag_interval: Duration::from_millis(500),
+            },
         };
         configure(&mut config);
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -1,0 +1,191 @@
+//! Consumer lag, read in batches and exported.
+//!
+//! Consumer objects register what they manage (`watch`) and drop it when they go
+//! (`forget`). Every interval the poller reads, per stream those consumers live on,
+//! one stream info and the paged consumer list (up to 256 consumers a page): the
+//! JetStream API answers for all of a stream's consumers at once, each figure from
+//! the consumer's leader, so the figures are right on clusters and the request rate
+//! grows with the number of streams, not of consumers.
+//!
+//! A consumer missing from the list is reported as missing: its series are removed,
+//! never set to 0, so nothing downstream reads "no lag" (or "scale to max") from a
+//! consumer that is not there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ConsumerLabels, Metrics, StreamLabels};
+
+/// One consumer's figures at one poll.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerLag {
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
+    pub waiting: u64,
+}
+
+/// What a Consumer object asks to have watched.
+#[derive(Clone)]
+pub struct Watched {
+    pub namespace: String,
+    /// Which connection: `<namespace>/<NatsConnection>`, or empty for the default one.
+    pub connection: String,
+    pub jetstream: jetstream::Context,
+    pub stream: String,
+    pub consumer: String,
+}
+
+/// The last poll's answer for one consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Found {
+        lag: ConsumerLag,
+        at: Instant,
+    },
+    /// The stream answered and the consumer was not in its list.
+    Missing {
+        at: Instant,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    /// Keyed by the Consumer object (`<namespace>/<name>`).
+    watched: BTreeMap<String, Watched>,
+    observed: HashMap<String, Observation>,
+}
+
+/// The poller and its latest figures.
+pub struct LagPoller {
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+impl LagPoller {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { state: Mutex::default(), metrics }
+    }
+
+    /// Starts (or updates) watching the consumer the object `key` manages.
+    pub fn watch(&self, key: &str, watched: Watched) {
+        self.state.lock().expect("lag state").watched.insert(key.to_owned(), watched);
+    }
+
+    /// Stops watching `key` and removes its series.
+    pub fn forget(&self, key: &str) {
+        let mut state = self.state.lock().expect("lag state");
+        state.observed.remove(key);
+        if let Some(watched) = state.watched.remove(key) {
+            self.metrics.remove_consumer(&consumer_labels(&watched));
+        }
+    }
+
+    /// The last poll's answer for the object `key`, if it was polled.
+    pub fn observation(&self, key: &str) -> Option<Observation> {
+        self.state.lock().expect("lag state").observed.get(key).copied()
+    }
+
+    /// Polls every `interval` until `shutdown`.
+    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.poll().await,
+            }
+        }
+    }
+
+    /// One round: each watched stream read once, every watched consumer updated.
+    pub async fn poll(&self) {
+        let groups = {
+            let state = self.state.lock().expect("lag state");
+            let mut groups: BTreeMap<(String, String), Vec<(String, Watched)>> = BTreeMap::new();
+            for (key, watched) in &state.watched {
+                let group = (watched.connection.clone(), watched.stream.clone());
+                groups.entry(group).or_default().push((key.clone(), watched.clone()));
+            }
+            groups
+        };
+        let reads = groups.into_iter().map(|((_, stream), members)| async move {
+            let js = &members[0].1.jetstream;
+            (read_stream(js, &stream).await, members)
+        });
+        for (read, members) in futures::future::join_all(reads).await {
+            self.record(read, members);
+        }
+    }
+
+    fn record(&self, read: Result<StreamRead, anyhow::Error>, members: Vec<(String, Watched)>) {
+        let at = Instant::now();
+        let mut state = self.state.lock().expect("lag state");
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                // Unknown is not zero: the last figures stand until a poll answers.
+                tracing::debug!(error = %error, stream = %members[0].1.stream, "reading consumer lag failed");
+                return;
+            }
+        };
+        for (key, watched) in members {
+            let labels = consumer_labels(&watched);
+            let stream = StreamLabels { namespace: watched.namespace.clone(), stream: watched.stream.clone() };
+            self.metrics.set_stream(&stream, read.messages, read.bytes);
+            let observation = match read.consumers.get(&watched.consumer) {
+                Some(lag) => {
+                    self.metrics.set_consumer(&labels, lag);
+                    Observation::Found { lag: *lag, at }
+                }
+                None => {
+                    self.metrics.remove_consumer(&labels);
+                    Observation::Missing { at }
+                }
+            };
+            state.observed.insert(key, observation);
+        }
+    }
+}
+
+fn consumer_labels(watched: &Watched) -> ConsumerLabels {
+    ConsumerLabels {
+        namespace: watched.namespace.clone(),
+        stream: watched.stream.clone(),
+        consumer: watched.consumer.clone(),
+    }
+}
+
+/// One stream's figures and all its consumers'.
+pub struct StreamRead {
+    pub messages: u64,
+    pub bytes: u64,
+    pub consumers: HashMap<String, ConsumerLag>,
+}
+
+/// Reads a stream's state and its consumers' lag: one stream info and one request per
+/// page of the consumer list.
+pub async fn read_stream(js: &jetstream::Context, name: &str) -> anyhow::Result<StreamRead> {
+    let stream = js.get_stream(name).await?;
+    let state = &stream.cached_info().state;
+    let (messages, bytes) = (state.messages, state.bytes);
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await?;
+    let consumers = infos
+        .into_iter()
+        .map(|info| {
+            let lag = ConsumerLag {
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+                redelivered: info.num_redelivered as u64,
+                waiting: info.num_waiting as u64,
+            };
+            (info.name, lag)
+        })
+        .collect();
+    Ok(StreamRead { messages, bytes, consumers })
+}

@@ -1,0 +1,119 @@
+//! Consumer lag: read in batches through the JetStream API, exported on /metrics,
+//! and a missing consumer reported as missing, never as 0.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, stream};
+use jetway::api::consumer::Consumer;
+use jetway::api::stream::Stream;
+use jetway::lag::{LagPoller, Observation, Watched};
+use jetway::metrics::Metrics;
+use jetway_testground::NatsServer;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_all_ready, wait_until};
+
+/// The JetStream API requests the server has answered so far (its `/jsz`).
+async fn api_requests(nats: &NatsServer) -> u64 {
+    let addr = nats.monitor_url().trim_start_matches("http://").parse().unwrap();
+    let (_, body) = support::http_get(addr, "/jsz").await.unwrap();
+    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    jsz["api"]["total"].as_u64().expect("api.total")
+}
+
+#[tokio::test]
+async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages() {
+    let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .create_stream(stream::Config { name: "WIDE".into(), subjects: vec!["wide.>".into()], ..Default::default() })
+        .await
+        .unwrap();
+    for n in 0..600 {
+        let config = consumer::pull::Config { durable_name: Some(format!("c{n}")), ..Default::default() };
+        stream.create_consumer(config).await.unwrap();
+    }
+    for _ in 0..25 {
+        js.publish("wide.x", "m".into()).await.unwrap().await.unwrap();
+    }
+    let metrics = Arc::new(Metrics::new());
+    let poller = LagPoller::new(metrics.clone());
+    let watch = |n: usize| Watched {
+        namespace: "shop".into(),
+        connection: String::new(),
+        jetstream: js.clone(),
+        stream: "WIDE".into(),
+        consumer: format!("c{n}"),
+    };
+    for n in 0..600 {
+        poller.watch(&format!("shop/c{n}"), watch(n));
+    }
+    poller.watch("shop/gone", Watched { consumer: "gone".into(), ..watch(0) });
+
+    let before = api_requests(&nats).await;
+    poller.poll().await;
+    let requests = api_requests(&nats).await - before;
+    assert_eq!(requests, 4, "one stream info and three pages of 256 for 600 consumers");
+
+    for n in [0, 299, 599] {
+        assert!(
+            matches!(poller.observation(&format!("shop/c{n}")), Some(Observation::Found { lag, .. }) if lag.pending == 25)
+        );
+    }
+    assert!(matches!(poller.observation("shop/gone"), Some(Observation::Missing { .. })));
+    let text = metrics.encode();
+    assert!(text.contains(r#"jetway_consumer_pending_messages{namespace="shop",stream="WIDE",consumer="c599"} 25"#));
+    assert!(text.contains(r#"jetway_stream_messages{namespace="shop",stream="WIDE"} 25"#));
+    assert!(!text.contains(r#"consumer="gone""#), "a missing consumer has no series, not 0");
+}
+
+#[tokio::test]
+async fn the_operator_exports_the_lag_of_the_consumers_it_manages() {
+    let ctx = TestContext::new("lag").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |_| {}).await;
+    let name = ctx.unique("LAG");
+    let stream: Stream = serde_json::from_value(json!({
+        "apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": { "name": "lag" },
+        "spec": { "name": name, "subjects": [format!("{name}.>")], "deletionPolicy": "Delete" }
+    }))
+    .unwrap();
+    ctx.api::<Stream>().create(&PostParams::default(), &stream).await.unwrap();
+    let consumer: Consumer = serde_json::from_value(json!({
+        "apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": { "name": "work" },
+        "spec": { "streamName": name, "durableName": "work", "ackPolicy": "explicit" }
+    }))
+    .unwrap();
+    let consumers = ctx.api::<Consumer>();
+    consumers.create(&PostParams::default(), &consumer).await.unwrap();
+    wait_all_ready(&ctx.api::<Stream>()).await;
+    wait_all_ready(&consumers).await;
+    for _ in 0..40 {
+        ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
+    }
+
+    let series =
+        format!(r#"jetway_consumer_pending_messages{{namespace="{}",stream="{name}",consumer="work"}}"#, ctx.namespace);
+    wait_until("pending 40 on /metrics", EVENTUALLY, POLL, || async {
+        Ok((support::metric(operator.http_addr, &series).await == Some(40.0)).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // Paused, then deleted on the server behind Jetway's back: the series goes, it does not drop to 0.
+    let paused = Patch::Merge(json!({ "metadata": { "annotations": { "jetway.dev/paused": "true" } } }));
+    consumers.patch("work", &PatchParams::default(), &paused).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctx.jetstream.get_stream(&name).await.unwrap().delete_consumer("work").await.unwrap();
+    wait_until("the series to go", EVENTUALLY, POLL, || async {
+        let (_, text) = support::http_get(operator.http_addr, "/metrics").await?;
+        Ok((!text.contains(&series)).then_some(()))
+    })
+    .await
+    .unwrap();
+    operator.stop().await;
+}
