@@ -8,10 +8,14 @@ use kube::CustomResourceExt;
 use crate::api::connection::NatsConnection;
 use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
+use crate::api::workerpool::WorkerPool;
 
 /// Every CRD Jetway serves.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Stream::crd(), Consumer::crd(), NatsConnection::crd()].into_iter().map(unseen_until_reconciled).collect()
+    vec![Stream::crd(), Consumer::crd(), NatsConnection::crd(), WorkerPool::crd()]
+        .into_iter()
+        .map(unseen_until_reconciled)
+        .collect()
 }
 
 /// Gives `status` the default `{observedGeneration: 0}`, which the apiserver fills in

@@ -35,8 +35,14 @@ pub struct StreamLabels {
     pub stream: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    scale_decisions: Family<ScaleLabels, Counter>,
     consumer_pending: Family<ConsumerLabels, Gauge>,
     consumer_ack_pending: Family<ConsumerLabels, Gauge>,
     consumer_redelivered: Family<ConsumerLabels, Gauge>,
@@ -93,8 +99,11 @@ impl Metrics {
         registry.register("stream_messages", "Messages the stream holds", stream_messages.clone());
         let stream_bytes = Family::<StreamLabels, Gauge>::default();
         registry.register("stream_bytes", "Bytes the stream holds", stream_bytes.clone());
+        let scale_decisions = Family::<ScaleLabels, Counter>::default();
+        registry.register("scale_decisions", "WorkerPool replica changes, by reason", scale_decisions.clone());
         Self {
             registry,
+            scale_decisions,
             consumer_pending,
             consumer_ack_pending,
             consumer_redelivered,
@@ -105,6 +114,11 @@ impl Metrics {
             reconcile_duration,
             nats_connections,
         }
+    }
+
+    /// Counts one change of a pool's replicas.
+    pub fn scaled(&self, reason: &'static str) {
+        self.scale_decisions.get_or_create(&ScaleLabels { reason }).inc();
     }
 
     pub fn set_consumer(&self, labels: &ConsumerLabels, lag: &crate::lag::ConsumerLag) {

@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));
+    let pools = tokio::spawn(controller::workerpool::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
@@ -80,7 +81,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancelled().await;
     health.set_ready(false);
     // Bounded, so that a stuck request cannot outlast the pod's grace period.
-    let tasks = [("stream", streams), ("consumer", consumers), ("connection", connections), ("lag poller", lag)];
+    let tasks = [
+        ("stream", streams),
+        ("consumer", consumers),
+        ("connection", connections),
+        ("workerpool", pools),
+        ("lag poller", lag),
+    ];
     for (controller, mut task) in tasks {
         match tokio::time::timeout(CONTROLLER_GRACE, &mut task).await {
             Ok(Ok(())) => {}

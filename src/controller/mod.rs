@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod stream;
+pub mod workerpool;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,8 @@ pub struct Context {
     pub dead_letters: DeadLetters,
     /// Consumer lag, read in batches for every consumer Consumer objects manage.
     pub lag: Arc<LagPoller>,
+    /// What the WorkerPool scaler remembers between decisions.
+    pub scale_memory: workerpool::ScaleMemory,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -72,7 +75,17 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         let dead_letters = DeadLetters::new(shutdown);
         let lag = Arc::new(LagPoller::new(metrics.clone()));
-        Self { client, connections, settings, metrics, dead_letters, lag, recorder, failures: Mutex::default() }
+        Self {
+            client,
+            connections,
+            settings,
+            metrics,
+            dead_letters,
+            lag,
+            scale_memory: Default::default(),
+            recorder,
+            failures: Mutex::default(),
+        }
     }
 
     /// Dereference: the connection an object names (`None`: the default one), used by

@@ -201,7 +201,12 @@ macro_rules! conditioned {
     )*};
 }
 
-conditioned!(jetway::api::stream::Stream, jetway::api::consumer::Consumer, jetway::api::connection::NatsConnection);
+conditioned!(
+    jetway::api::stream::Stream,
+    jetway::api::consumer::Consumer,
+    jetway::api::connection::NatsConnection,
+    jetway::api::workerpool::WorkerPool
+);
 
 /// The condition `type_` of an object, if it has one.
 pub fn condition<'a, K: Conditioned>(

@@ -1,0 +1,249 @@
+//! The WorkerPool controller. Each reconcile runs:
+//!
+//! 1. dereference: the Consumer object the pool names, and its lag from the poller;
+//! 2. decide (pure): the replicas, [`scale::decide`] when autoscaling, else the spec's;
+//! 3. execute: a new decision goes through the pool's `/scale` subresource, and the
+//!    Deployment is applied with server-side apply, owned by the pool;
+//! 4. status: replicas, the decision, pending and its age, the last scale and why.
+//!
+//! A consumer that is missing (no Consumer object, or not on the server) is a
+//! condition naming it, and the pool keeps its replicas: no lag is not zero lag.
+//! Autoscaled pools are looked at every second; the Deployment goes with the pool
+//! through its owner reference.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, FIELD_MANAGER, ReconcileError, key};
+use crate::api::condition::READY;
+use crate::api::consumer::Consumer;
+use crate::api::workerpool::{WorkerPool, WorkerPoolStatus};
+use crate::lag::Observation;
+use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision, ScaleInput};
+use crate::status::{Health, conditions};
+
+const KIND: &str = "WorkerPool";
+/// The label that selects a pool's pods.
+pub const POOL_LABEL: &str = "jetway.dev/pool";
+const AUTOSCALE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the scaler remembers between decisions, per pool: wants of the last cooldown
+/// and since when pending has been quiet. Lost on restart, which only delays a
+/// scale-down.
+#[derive(Default)]
+pub struct ScaleMemory {
+    pools: Mutex<HashMap<String, PoolMemory>>,
+}
+
+#[derive(Default)]
+struct PoolMemory {
+    wants: VecDeque<(Instant, i32)>,
+    quiet_since: Option<Instant>,
+}
+
+impl ScaleMemory {
+    fn input(&self, key: &str, pending: u64, active: bool, current: i32, window: Duration) -> ScaleInput {
+        let mut pools = self.pools.lock().expect("scale memory");
+        let memory = pools.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        memory.wants.retain(|(at, _)| now.duration_since(*at) < window);
+        memory.quiet_since = if active { None } else { Some(memory.quiet_since.unwrap_or(now)) };
+        ScaleInput {
+            pending,
+            current,
+            recent_high: memory.wants.iter().map(|(_, want)| *want).max().unwrap_or(0),
+            quiet_for: memory.quiet_since.map_or(Duration::ZERO, |since| now.duration_since(since)),
+        }
+    }
+
+    fn remember(&self, key: &str, want: i32) {
+        let mut pools = self.pools.lock().expect("scale memory");
+        pools.entry(key.to_owned()).or_default().wants.push_back((Instant::now(), want));
+    }
+
+    fn forget(&self, key: &str) {
+        self.pools.lock().expect("scale memory").remove(key);
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    super::run::<WorkerPool, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
+}
+
+async fn cleanup(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    // The Deployment is garbage-collected through its owner reference.
+    ctx.scale_memory.forget(&key(&*pool));
+    Ok(Action::await_change())
+}
+
+/// Why a pool cannot follow its consumer.
+fn missing(reason: &'static str, message: String) -> Health {
+    Health::Stalled { reason, message }
+}
+
+async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = key(&*pool);
+    let namespace = pool.namespace().unwrap_or_default();
+    let previous = pool.status.clone().unwrap_or_default();
+    let consumer_name = &pool.spec.consumer_ref.name;
+    let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
+    let consumer = consumers.get_opt(consumer_name).await.map_err(ReconcileError::Kube)?;
+    let observation = consumer.as_ref().and_then(|c| ctx.lag.observation(&key_of(&namespace, &c.name_any())));
+
+    let current = pool.spec.replicas.unwrap_or(1);
+    let (health, decision, pending) = match (&consumer, observation, &pool.spec.autoscaling) {
+        (None, ..) => {
+            let message = format!("the Consumer {consumer_name} does not exist; the pool keeps its replicas");
+            (missing("ConsumerNotFound", message), None, None)
+        }
+        (Some(_), Some(Observation::Missing { .. }), _) => {
+            let message = format!("the consumer of {consumer_name} is not on the server; the pool keeps its replicas");
+            (missing("ConsumerNotOnServer", message), None, None)
+        }
+        (Some(_), None, Some(_)) => {
+            let message = "waiting for the first reading of the consumer's lag".to_owned();
+            (Health::Progressing { reason: "LagUnknown", message }, None, None)
+        }
+        (Some(_), lag, None) => {
+            let pending = match lag {
+                Some(Observation::Found { lag, at }) => Some((lag.pending, at)),
+                _ => None,
+            };
+            (ready(current), None, pending)
+        }
+        (Some(_), Some(Observation::Found { lag, at }), Some(policy)) => {
+            let active = lag.pending > u64::try_from(policy.activation_pending).unwrap_or(0);
+            let window = policy.cooldown.map_or(DEFAULT_COOLDOWN, |d| d.0);
+            let input = ctx.scale_memory.input(&key, lag.pending, active, current, window);
+            let decision = scale::decide(policy, input);
+            ctx.scale_memory.remember(&key, decision.replicas);
+            (ready(decision.replicas), Some(decision), Some((lag.pending, at)))
+        }
+    };
+
+    let mut status = WorkerPoolStatus {
+        observed_generation: pool.metadata.generation,
+        selector: Some(format!("{POOL_LABEL}={}", pool.name_any())),
+        desired_replicas: decision.map(|d| d.replicas).or(Some(current)),
+        pending: pending.map(|(p, _)| p).or(previous.pending),
+        pending_observed_at: pending.map(|(_, at)| wall_clock(at)).or(previous.pending_observed_at.clone()),
+        last_scale_time: previous.last_scale_time.clone(),
+        last_scale_reason: previous.last_scale_reason.clone(),
+        ..Default::default()
+    };
+    let replicas = match decision {
+        Some(ScaleDecision { replicas, reason }) if replicas != current => {
+            scale_to(&pool, &ctx, replicas).await?;
+            ctx.metrics.scaled(reason);
+            let note = format!(
+                "scaled from {current} to {replicas} replicas ({reason}, pending {})",
+                status.pending.unwrap_or(0)
+            );
+            ctx.event(&*pool, false, "Scaled", note).await;
+            status.last_scale_time = Some(now());
+            status.last_scale_reason = Some(reason.to_owned());
+            replicas
+        }
+        _ => current,
+    };
+    let deployment = apply_deployment(&pool, &ctx, replicas).await?;
+    status.replicas = deployment.status.and_then(|s| s.replicas).unwrap_or(0);
+    status.conditions = conditions(&previous.conditions, &health, pool.metadata.generation, &now());
+    let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.clone());
+    if previous_reason.as_deref() != Some(health.reason()) && matches!(health, Health::Stalled { .. }) {
+        ctx.event(&*pool, true, health.reason(), health.message().to_owned()).await;
+    }
+    ctx.write_status(&*pool, &previous, &status).await?;
+    Ok(if pool.spec.autoscaling.is_some() { Action::requeue(AUTOSCALE_EVERY) } else { ctx.resync(&key) })
+}
+
+fn ready(replicas: i32) -> Health {
+    Health::Ready { reason: "InSync", message: format!("the Deployment has {replicas} replicas wanted") }
+}
+
+fn key_of(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The wall-clock time of a monotonic instant in the past.
+fn wall_clock(at: Instant) -> Time {
+    let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+    Time(k8s_openapi::jiff::Timestamp::now().checked_sub(age).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()))
+}
+
+/// Writes the decision through the pool's `/scale` subresource, as any autoscaler would.
+async fn scale_to(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Result<(), ReconcileError> {
+    let api: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
+    api.patch_scale(&pool.name_any(), &PatchParams::default(), &patch).await.map_err(ReconcileError::Kube)?;
+    Ok(())
+}
+
+/// The pool's Deployment, applied with server-side apply and owned by the pool.
+async fn apply_deployment(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Result<Deployment, ReconcileError> {
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
+    let selector = BTreeMap::from([(POOL_LABEL.to_owned(), name.clone())]);
+    let worker = &pool.spec.worker;
+    let mut pod_labels = worker.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(selector.clone());
+    let deployment = Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(selector.clone()),
+            owner_references: pool.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: worker.pod_annotations.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "worker".into(),
+                        image: Some(worker.image.clone()),
+                        image_pull_policy: worker.image_pull_policy.clone(),
+                        command: worker.command.clone(),
+                        args: worker.args.clone(),
+                        env: worker.env.clone(),
+                        env_from: worker.env_from.clone(),
+                        resources: worker.resources.clone(),
+                        ..Default::default()
+                    }],
+                    service_account_name: worker.service_account_name.clone(),
+                    termination_grace_period_seconds: worker.termination_grace_period_seconds,
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut object = serde_json::to_value(&deployment).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
+    object["apiVersion"] = Deployment::api_version(&()).into();
+    object["kind"] = Deployment::kind(&()).into();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(ReconcileError::Kube)
+}

@@ -1,0 +1,122 @@
+//! WorkerPools on the test ground with kube-controller-manager: the Deployment they
+//! own, scaling with the consumer's pending messages through 0 -> N -> 0, and a pool
+//! whose consumer is missing that says so and does not scale.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jetway::api::consumer::Consumer;
+use jetway::api::stream::Stream;
+use jetway::api::workerpool::WorkerPool;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::PostParams;
+use serde_json::json;
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_all_ready, wait_until};
+
+async fn deployment_replicas(ctx: &TestContext, name: &str, want: i32) -> Deployment {
+    let deployments = ctx.api::<Deployment>();
+    wait_until(&format!("{name} at {want} replicas"), EVENTUALLY, Duration::from_millis(50), || async {
+        let deployment = deployments.get_opt(name).await?;
+        Ok(deployment.filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(want)))
+    })
+    .await
+    .expect("the replicas")
+}
+
+fn pool(name: &str, consumer: &str, autoscaling: serde_json::Value) -> WorkerPool {
+    serde_json::from_value(json!({
+        "apiVersion": "jetway.dev/v1alpha1", "kind": "WorkerPool", "metadata": { "name": name },
+        "spec": { "consumerRef": { "name": consumer }, "worker": { "image": "jetway/payment:test", "args": ["--max-in-flight", "64"] }, "autoscaling": autoscaling }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_after_the_cooldown() {
+    let ctx = TestContext::new("workerpool").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |_| {}).await;
+    let name = ctx.unique("POOL");
+    let stream: Stream = serde_json::from_value(json!({
+        "apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": { "name": "orders" },
+        "spec": { "name": name, "subjects": [format!("{name}.>")], "deletionPolicy": "Delete" }
+    }))
+    .unwrap();
+    ctx.api::<Stream>().create(&PostParams::default(), &stream).await.unwrap();
+    let consumer: Consumer = serde_json::from_value(json!({
+        "apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": { "name": "payment" },
+        "spec": { "streamName": name, "durableName": "payment", "ackPolicy": "explicit" }
+    }))
+    .unwrap();
+    ctx.api::<Consumer>().create(&PostParams::default(), &consumer).await.unwrap();
+    wait_all_ready(&ctx.api::<Consumer>()).await;
+
+    let autoscaling = json!({ "minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 10, "cooldown": "2s" });
+    let pools = ctx.api::<WorkerPool>();
+    pools.create(&PostParams::default(), &pool("payment", "payment", autoscaling)).await.unwrap();
+    let idle = deployment_replicas(&ctx, "payment", 0).await;
+    let owner = &idle.metadata.owner_references.as_ref().expect("an owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("WorkerPool", "payment", Some(true)));
+    let template = idle.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(template.containers[0].image.as_deref(), Some("jetway/payment:test"));
+
+    // Lag appears: 0 -> 1 within about two seconds, then up to ceil(25 / 10) = 3.
+    let appeared = Instant::now();
+    for _ in 0..25 {
+        ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
+    }
+    deployment_replicas(&ctx, "payment", 3).await;
+    let woke_after = appeared.elapsed();
+    eprintln!("0 -> 3 replicas {woke_after:?} after the lag appeared");
+    assert!(woke_after < Duration::from_secs(5), "woke after {woke_after:?}");
+    let status = wait_until("the pool's status to show the decision", EVENTUALLY, POLL, || async {
+        let status = pools.get("payment").await?.status.unwrap_or_default();
+        Ok((status.desired_replicas == Some(3)).then_some(status))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.pending, Some(25));
+    assert_eq!(status.last_scale_reason.as_deref(), Some("Activated"), "0 -> 3 in one decision");
+    assert_eq!(status.selector.as_deref(), Some("jetway.dev/pool=payment"));
+    assert!(status.pending_observed_at.is_some());
+
+    // The workers drain the consumer; after the cooldown the pool goes back to 0.
+    let stream = ctx.jetstream.get_stream(&name).await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("payment").await.unwrap();
+    let mut batch = consumer.fetch().max_messages(25).messages().await.unwrap();
+    while let Some(message) = batch.next().await {
+        message.unwrap().double_ack().await.unwrap();
+    }
+    deployment_replicas(&ctx, "payment", 0).await;
+    let status = wait_until("the pool's status to say why it went to 0", EVENTUALLY, POLL, || async {
+        let status = pools.get("payment").await?.status.unwrap_or_default();
+        Ok((status.last_scale_reason.as_deref() == Some("IdleAfterCooldown")).then_some(status))
+    })
+    .await
+    .unwrap();
+    assert!(status.last_scale_time.is_some());
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_pool_whose_consumer_is_missing_says_so_and_keeps_its_replicas() {
+    let ctx = TestContext::new("workerpool-missing").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |_| {}).await;
+    let mut orphan =
+        pool("orphan", "nowhere", json!({ "minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 10 }));
+    orphan.spec.replicas = Some(2);
+    let pools = ctx.api::<WorkerPool>();
+    pools.create(&PostParams::default(), &orphan).await.unwrap();
+    let stalled = support::wait_condition(&pools, "orphan", "Ready", "False").await;
+    let ready = support::condition(&stalled, "Ready").unwrap();
+    assert_eq!(ready.reason, "ConsumerNotFound");
+    assert!(ready.message.contains("nowhere"), "{}", ready.message);
+    // Neither scaled to max nor to 0.
+    deployment_replicas(&ctx, "orphan", 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pools.get("orphan").await.unwrap().spec.replicas, Some(2));
+    operator.stop().await;
+}
