@@ -8,18 +8,18 @@
 //! peak RSS, and the reference time beside it.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+
+#[path = "common/mod.rs"]
+mod common;
 use futures::{StreamExt, TryStreamExt, stream};
 use jetway::api::consumer::Consumer;
 use jetway::api::stream::Stream;
-use jetway_testground::{Attached, Ground, GroundOptions, Tools};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -38,18 +38,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (attached, _ground) = match Attached::from_env() {
-        Some(attached) => (attached, None),
-        None => {
-            eprintln!(
-                "starting a test ground (set JETWAY_TEST_KUBECONFIG and JETWAY_TEST_NATS_URL to use a running one)"
-            );
-            let ground =
-                Ground::start(Tools::locate()?, &GroundOptions { controller_manager: false, keep_dir: false }).await?;
-            let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
-            (attached, Some(ground))
-        }
-    };
+    let (attached, _ground) = common::ground().await?;
     let client = jetway_testground::kube::client_from_kubeconfig(&attached.kubeconfig).await?;
     let nats = async_nats::connect(&attached.nats_url).await?;
     let js = async_nats::jetstream::new(nats);
@@ -57,33 +46,12 @@ async fn main() -> anyhow::Result<()> {
 
     let reference = reference(&js, n, args.concurrency).await?;
 
-    install_crds(&client).await?;
-    let namespace = format!("bench-{}", std::process::id());
-    let ns = Namespace {
-        metadata: ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    common::install_crds(&client).await?;
+    let namespace = common::namespace(&client, "bench").await?;
 
     let port = jetway_testground::wait::free_port()?;
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
-        .args([
-            "run",
-            "--namespace",
-            &namespace,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--log-filter",
-            "warn",
-        ])
-        .env("KUBECONFIG", &attached.kubeconfig)
-        .env("JETWAY_NATS_URL", &attached.nats_url)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting jetway run")?;
+    let mut operator = common::operator(&attached, &namespace, port).await?;
     let pid = operator.id().context("the operator's pid")?;
-    wait_for_metrics(port).await?;
     let reconciles_before = reconciles(port).await?;
 
     let started = Instant::now();
@@ -185,26 +153,6 @@ async fn reference(js: &async_nats::jetstream::Context, n: usize, concurrency: u
     Ok(elapsed)
 }
 
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in jetway::crds::all() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &PatchParams::apply("jetway-bench").force(), &Patch::Apply(&crd)).await?;
-        jetway_testground::wait::until(
-            "the CRD to be Established",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || async {
-                let conditions = crds.get(&name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
-                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 async fn count_ready<K>(api: &Api<K>) -> anyhow::Result<usize>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
@@ -222,28 +170,9 @@ where
         .count())
 }
 
-async fn metrics(port: u16) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await?;
-    Ok(text)
-}
-
-async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
-    jetway_testground::wait::until(
-        "the operator's /metrics",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async { Ok(metrics(port).await.ok().map(|_| ())) },
-    )
-    .await
-}
-
 /// The sum of `jetway_reconciles_total` over kinds.
 async fn reconciles(port: u16) -> anyhow::Result<f64> {
-    let text = metrics(port).await?;
+    let text = common::metrics(port).await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("jetway_reconciles_total{"))

@@ -1,0 +1,83 @@
+//! What the operator benchmarks share: a test ground (attached to or started), the
+//! CRDs installed, a namespace, and `jetway run` as its own process.
+#![allow(dead_code)] // each benchmark uses its own part
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use jetway_testground::{Attached, Ground, GroundOptions, Tools};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+/// The ground, and the one this process started (kept alive while it is held).
+pub async fn ground() -> anyhow::Result<(Attached, Option<Ground>)> {
+    if let Some(attached) = Attached::from_env() {
+        return Ok((attached, None));
+    }
+    eprintln!("starting a test ground (set JETWAY_TEST_KUBECONFIG and JETWAY_TEST_NATS_URL to use a running one)");
+    let ground = Ground::start(Tools::locate()?, &GroundOptions { controller_manager: false, keep_dir: false }).await?;
+    let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
+    Ok((attached, Some(ground)))
+}
+
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in jetway::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("jetway-bench").force(), &Patch::Apply(&crd)).await?;
+        jetway_testground::wait::until(
+            "the CRD to be Established",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                let conditions = crds.get(&name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
+                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A fresh namespace for one benchmark run.
+pub async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
+    let namespace = format!("{prefix}-{}", std::process::id());
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(namespace)
+}
+
+/// `jetway run` for `namespace`, as its own process, serving /metrics on `port`.
+pub async fn operator(attached: &Attached, namespace: &str, port: u16) -> anyhow::Result<tokio::process::Child> {
+    let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
+        .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-filter", "warn"])
+        .env("KUBECONFIG", &attached.kubeconfig)
+        .env("JETWAY_NATS_URL", &attached.nats_url)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting jetway run")?;
+    jetway_testground::wait::until(
+        "the operator's /metrics",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { Ok(metrics(port).await.ok().map(|_| ())) },
+    )
+    .await?;
+    Ok(operator)
+}
+
+pub async fn metrics(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    Ok(text)
+}
