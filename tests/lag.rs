@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 use jetway::api::consumer::Consumer;
-use jetway::api::stream::Stream;
 use jetway::lag::{LagPoller, Observation, Watched};
 use jetway::metrics::Metrics;
 use jetway_testground::NatsServer;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_all_ready, wait_until};
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 
 /// The JetStream API requests the server has answered so far (its `/jsz`).
 async fn api_requests(nats: &NatsServer) -> u64 {
@@ -77,21 +76,8 @@ async fn the_operator_exports_the_lag_of_the_consumers_it_manages() {
     support::install_crds(&ctx.client).await;
     let operator = Operator::start(&ctx.namespace, |_| {}).await;
     let name = ctx.unique("LAG");
-    let stream: Stream = serde_json::from_value(json!({
-        "apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": { "name": "lag" },
-        "spec": { "name": name, "subjects": [format!("{name}.>")], "deletionPolicy": "Delete" }
-    }))
-    .unwrap();
-    ctx.api::<Stream>().create(&PostParams::default(), &stream).await.unwrap();
-    let consumer: Consumer = serde_json::from_value(json!({
-        "apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": { "name": "work" },
-        "spec": { "streamName": name, "durableName": "work", "ackPolicy": "explicit" }
-    }))
-    .unwrap();
+    support::stream_with_consumer(&ctx, "lag", &name, "work").await;
     let consumers = ctx.api::<Consumer>();
-    consumers.create(&PostParams::default(), &consumer).await.unwrap();
-    wait_all_ready(&ctx.api::<Stream>()).await;
-    wait_all_ready(&consumers).await;
     for _ in 0..40 {
         ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
     }

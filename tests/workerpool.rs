@@ -7,13 +7,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jetway::api::consumer::Consumer;
-use jetway::api::stream::Stream;
 use jetway::api::workerpool::WorkerPool;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use serde_json::json;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_all_ready, wait_until};
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 
 async fn deployment_replicas(ctx: &TestContext, name: &str, want: i32) -> Deployment {
     let deployments = ctx.api::<Deployment>();
@@ -39,19 +37,7 @@ async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_a
     support::install_crds(&ctx.client).await;
     let operator = Operator::start(&ctx.namespace, |_| {}).await;
     let name = ctx.unique("POOL");
-    let stream: Stream = serde_json::from_value(json!({
-        "apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": { "name": "orders" },
-        "spec": { "name": name, "subjects": [format!("{name}.>")], "deletionPolicy": "Delete" }
-    }))
-    .unwrap();
-    ctx.api::<Stream>().create(&PostParams::default(), &stream).await.unwrap();
-    let consumer: Consumer = serde_json::from_value(json!({
-        "apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": { "name": "payment" },
-        "spec": { "streamName": name, "durableName": "payment", "ackPolicy": "explicit" }
-    }))
-    .unwrap();
-    ctx.api::<Consumer>().create(&PostParams::default(), &consumer).await.unwrap();
-    wait_all_ready(&ctx.api::<Consumer>()).await;
+    support::stream_with_consumer(&ctx, "orders", &name, "payment").await;
 
     let autoscaling = json!({ "minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 10, "cooldown": "2s" });
     let pools = ctx.api::<WorkerPool>();

@@ -48,6 +48,9 @@ pub struct ScaleMemory {
 struct PoolMemory {
     wants: VecDeque<(Instant, i32)>,
     quiet_since: Option<Instant>,
+    /// The last change of replicas, kept here because the pool a reconcile reads may
+    /// predate the status write that recorded it.
+    last_scale: Option<(Time, &'static str)>,
 }
 
 impl ScaleMemory {
@@ -68,6 +71,14 @@ impl ScaleMemory {
     fn remember(&self, key: &str, want: i32) {
         let mut pools = self.pools.lock().expect("scale memory");
         pools.entry(key.to_owned()).or_default().wants.push_back((Instant::now(), want));
+    }
+
+    fn scaled(&self, key: &str, at: Time, reason: &'static str) {
+        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().last_scale = Some((at, reason));
+    }
+
+    fn last_scale(&self, key: &str) -> Option<(Time, &'static str)> {
+        self.pools.lock().expect("scale memory").get(key).and_then(|memory| memory.last_scale.clone())
     }
 
     fn forget(&self, key: &str) {
@@ -141,6 +152,10 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         last_scale_reason: previous.last_scale_reason.clone(),
         ..Default::default()
     };
+    if let Some((at, reason)) = ctx.scale_memory.last_scale(&key) {
+        status.last_scale_time = Some(at);
+        status.last_scale_reason = Some(reason.to_owned());
+    }
     let replicas = match decision {
         Some(ScaleDecision { replicas, reason }) if replicas != current => {
             scale_to(&pool, &ctx, replicas).await?;
@@ -150,6 +165,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
                 status.pending.unwrap_or(0)
             );
             ctx.event(&*pool, false, "Scaled", note).await;
+            ctx.scale_memory.scaled(&key, now(), reason);
             status.last_scale_time = Some(now());
             status.last_scale_reason = Some(reason.to_owned());
             replicas

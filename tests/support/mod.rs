@@ -246,6 +246,22 @@ where
     .expect("Ready")
 }
 
+/// Creates a Stream object `object` for the JetStream stream `stream` (subjects
+/// `<stream>.>`, deleted with the object) and a Consumer object `durable` with an
+/// explicit-ack durable of that name on it, and waits for the consumer to be Ready.
+pub async fn stream_with_consumer(ctx: &TestContext, object: &str, stream: &str, durable: &str) {
+    use jetway::api::consumer::Consumer;
+    use jetway::api::stream::Stream;
+    let new = |kind: &str, name: &str, spec: serde_json::Value| serde_json::json!({ "apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
+    let spec = serde_json::json!({ "name": stream, "subjects": [format!("{stream}.>")], "deletionPolicy": "Delete" });
+    let stream_object: Stream = serde_json::from_value(new("Stream", object, spec)).expect("a Stream");
+    ctx.api::<Stream>().create(&PostParams::default(), &stream_object).await.expect("creating the Stream");
+    let spec = serde_json::json!({ "streamName": stream, "durableName": durable, "ackPolicy": "explicit" });
+    let consumer: Consumer = serde_json::from_value(new("Consumer", durable, spec)).expect("a Consumer");
+    ctx.api::<Consumer>().create(&PostParams::default(), &consumer).await.expect("creating the Consumer");
+    wait_all_ready(&ctx.api::<Consumer>()).await;
+}
+
 /// Waits for an Event with `reason` about the object `name` in `namespace`; returns its note.
 pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
     use k8s_openapi::api::events::v1::Event;
