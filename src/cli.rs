@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::GoDuration;
 use crate::controller::Settings;
+use crate::extmetrics::Certificate;
 use crate::nats::{NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 use crate::run::Config;
 use crate::telemetry::LogArgs;
@@ -117,6 +118,17 @@ pub struct RunArgs {
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
+    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1, for HPAs) on
+    /// this address, over TLS. Leave unset where another adapter owns the APIService.
+    #[arg(long, env = "JETWAY_EXTERNAL_METRICS_ADDR")]
+    pub external_metrics_addr: Option<SocketAddr>,
+    /// The external metrics API's serving certificate (PEM); a self-signed one is made
+    /// at start without it.
+    #[arg(long, env = "JETWAY_EXTERNAL_METRICS_CERT", requires = "external_metrics_key")]
+    pub external_metrics_cert: Option<PathBuf>,
+    /// The key of --external-metrics-cert (PEM).
+    #[arg(long, env = "JETWAY_EXTERNAL_METRICS_KEY", requires = "external_metrics_cert")]
+    pub external_metrics_key: Option<PathBuf>,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "JETWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -136,12 +148,17 @@ impl RunArgs {
             observe_only: self.observe_only,
             lag_interval: self.lag_interval.0,
         };
+        let certificate = match (self.external_metrics_cert, self.external_metrics_key) {
+            (Some(cert), Some(key)) => Certificate::Files { cert, key },
+            _ => Certificate::SelfSigned(vec!["jetway".into(), "localhost".into()]),
+        };
         Config {
             kube,
             nats: self.nats.settings(),
             http_addr: self.metrics_addr,
             namespace: self.namespace,
             controllers,
+            external_metrics: self.external_metrics_addr.map(|addr| (addr, certificate)),
         }
     }
 }

@@ -91,6 +91,17 @@ impl LagPoller {
         self.state.lock().expect("lag state").observed.get(key).copied()
     }
 
+    /// Every watched consumer of `namespace` with its last reading, if it was read.
+    pub fn consumers_in(&self, namespace: &str) -> Vec<(Watched, Observation)> {
+        let state = self.state.lock().expect("lag state");
+        state
+            .watched
+            .iter()
+            .filter(|(_, watched)| watched.namespace == namespace)
+            .filter_map(|(key, watched)| state.observed.get(key).map(|observation| (watched.clone(), *observation)))
+            .collect()
+    }
+
     /// Polls every `interval` until `shutdown`.
     pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(interval);

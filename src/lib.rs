@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crds;
 pub mod deadletter;
 pub mod export;
+pub mod extmetrics;
 pub mod http;
 pub mod jetstream;
 pub mod lag;

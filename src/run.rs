@@ -29,6 +29,9 @@ pub struct Config {
     /// Watch only this namespace; `None` watches all.
     pub namespace: Option<String>,
     pub controllers: Settings,
+    /// Where and with which certificate to serve the external metrics API; `None`
+    /// serves none (another adapter owns the APIService).
+    pub external_metrics: Option<(SocketAddr, crate::extmetrics::Certificate)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("serving HTTP")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    ExternalMetrics(#[from] crate::extmetrics::ServeError),
 }
 
 /// Runs the operator until `shutdown` is cancelled.
@@ -71,6 +76,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));
+    let external_metrics = match &config.external_metrics {
+        Some((addr, certificate)) => {
+            let (bound, task) = crate::extmetrics::serve(*addr, certificate, ctx.lag.clone(), shutdown.clone()).await?;
+            tracing::info!(addr = %bound, "serving the external metrics API");
+            Some(task)
+        }
+        None => None,
+    };
     let pools = tokio::spawn(controller::workerpool::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));
 
@@ -102,6 +115,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "draining the NATS connection"),
         Err(_) => tracing::warn!("draining the NATS connection took too long; closing it"),
+    }
+    if let Some(task) = external_metrics {
+        match task.await {
+            Ok(result) => result.map_err(RunError::Serve)?,
+            Err(join) => tracing::error!(error = %join, "the external metrics task failed"),
+        }
     }
     match server.await {
         Ok(result) => result.map_err(RunError::Serve)?,

@@ -58,9 +58,9 @@ impl KubeControlPlane {
 
         let mut plane = Self { servers: Vec::new(), lifeline, dir: dir.to_owned(), api_url: String::new(), ca };
 
-        let etcd_port = wait::free_port()?;
+        let [etcd_port, etcd_peer_port, api_port] = wait::free_ports(3)?[..] else { unreachable!("three ports") };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let etcd_peer = format!("http://127.0.0.1:{}", wait::free_port()?);
+        let etcd_peer = format!("http://127.0.0.1:{etcd_peer_port}");
         plane.spawn(
             "etcd",
             tools,
@@ -79,7 +79,6 @@ impl KubeControlPlane {
         )?;
         plane.wait_for_log("etcd", "ready to serve client requests").await?;
 
-        let api_port = wait::free_port()?;
         plane.api_url = format!("https://127.0.0.1:{api_port}");
         let p = |name: &str| pki.join(name).display().to_string();
         plane.spawn(

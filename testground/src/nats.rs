@@ -44,8 +44,7 @@ impl NatsServer {
         lifeline: Arc<Lifeline>,
         extra_config: &str,
     ) -> anyhow::Result<Self> {
-        let port = wait::free_port()?;
-        let monitor_port = wait::free_port()?;
+        let [port, monitor_port] = wait::free_ports(2)?[..] else { unreachable!("two ports") };
         let store = dir.join("jetstream");
         let config = dir.join("nats-server.conf");
         std::fs::write(
@@ -154,7 +153,7 @@ impl NatsCluster {
     /// Starts `size` servers routed to each other, and waits for JetStream's meta
     /// leader, so that streams can be created at once.
     pub async fn start(tools: &Tools, size: usize) -> anyhow::Result<Self> {
-        let route_ports = (0..size).map(|_| wait::free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let route_ports = wait::free_ports(size)?;
         let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
         let mut servers = Vec::with_capacity(size);
         for port in &route_ports {

@@ -30,5 +30,13 @@ where
 
 /// A port on 127.0.0.1 that nothing listened on a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `count` distinct ports on 127.0.0.1 that nothing listened on a moment ago. They are
+/// held together while chosen: released one by one, the kernel may hand the same
+/// port out twice.
+pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<Vec<_>, _>>()?;
+    Ok(held.iter().map(|listener| listener.local_addr().map(|a| a.port())).collect::<Result<Vec<_>, _>>()?)
 }

@@ -143,6 +143,7 @@ impl Operator {
                 observe_only: false,
                 lag_interval: Duration::from_millis(500),
             },
+            external_metrics: None,
         };
         configure(&mut config);
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -247,8 +248,8 @@ where
 }
 
 /// Creates a Stream object `object` for the JetStream stream `stream` (subjects
-/// `<stream>.>`, deleted with the object) and a Consumer object `durable` with an
-/// explicit-ack durable of that name on it, and waits for the consumer to be Ready.
+/// `<stream>.>`, deleted with the object) and a Consumer object (`durable` in
+/// lower case) with an explicit-ack durable `durable` on it, and waits for it to be Ready.
 pub async fn stream_with_consumer(ctx: &TestContext, object: &str, stream: &str, durable: &str) {
     use jetway::api::consumer::Consumer;
     use jetway::api::stream::Stream;
@@ -257,7 +258,8 @@ pub async fn stream_with_consumer(ctx: &TestContext, object: &str, stream: &str,
     let stream_object: Stream = serde_json::from_value(new("Stream", object, spec)).expect("a Stream");
     ctx.api::<Stream>().create(&PostParams::default(), &stream_object).await.expect("creating the Stream");
     let spec = serde_json::json!({ "streamName": stream, "durableName": durable, "ackPolicy": "explicit" });
-    let consumer: Consumer = serde_json::from_value(new("Consumer", durable, spec)).expect("a Consumer");
+    let object_name = durable.to_lowercase().replace('_', "-");
+    let consumer: Consumer = serde_json::from_value(new("Consumer", &object_name, spec)).expect("a Consumer");
     ctx.api::<Consumer>().create(&PostParams::default(), &consumer).await.expect("creating the Consumer");
     wait_all_ready(&ctx.api::<Consumer>()).await;
 }

@@ -1,0 +1,235 @@
+//! The external metrics API (`external.metrics.k8s.io/v1beta1`) that an HPA reads
+//! through the aggregation layer: `nats_consumer_pending_messages` per consumer,
+//! selected by the labels `consumer` and `stream` (JetStream names) within the
+//! object's namespace, from the lag poller's last reading.
+//!
+//! A consumer that is missing, or not read yet, gives no item: the HPA then holds its
+//! replicas instead of reading a 0 (or scaling to max). Served over TLS, with a
+//! certificate from files or, without them, one made at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::lag::{LagPoller, Observation};
+
+pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+pub const PENDING: &str = "nats_consumer_pending_messages";
+
+/// Where the certificate comes from.
+#[derive(Clone, Debug)]
+pub enum Certificate {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Made at start for these names; the APIService then skips verification or is
+    /// given the CA some other way.
+    SelfSigned(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading the serving certificate: {0}")]
+    Certificate(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A label selector as the HPA sends it: `key=value` (or `key==value`) terms,
+/// comma-separated.
+pub fn parse_selector(selector: &str) -> Result<BTreeMap<String, String>, String> {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .map(|term| {
+            let (key, value) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .filter(|(key, _)| !key.ends_with('!'))
+                .ok_or_else(|| format!("only key=value terms are supported, not {term:?}"))?;
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct ValuesQuery {
+    #[serde(rename = "labelSelector", default)]
+    label_selector: String,
+}
+
+pub fn router(lag: Arc<LagPoller>) -> Router {
+    Router::new()
+        .route("/apis/external.metrics.k8s.io/v1beta1", get(discovery))
+        .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(values))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(lag)
+}
+
+async fn discovery() -> Json<serde_json::Value> {
+    Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": GROUP_VERSION,
+        "resources": [{ "name": PENDING, "singularName": "", "namespaced": true, "kind": "ExternalMetricValueList", "verbs": ["get"] }]
+    }))
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message, "code": code.as_u16() });
+    (code, Json(body)).into_response()
+}
+
+async fn values(
+    State(lag): State<Arc<LagPoller>>,
+    Path((namespace, metric)): Path<(String, String)>,
+    Query(query): Query<ValuesQuery>,
+) -> Response {
+    if metric != PENDING {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no external metric {metric}; Jetway serves {PENDING}"),
+        );
+    }
+    let selector = match parse_selector(&query.label_selector) {
+        Ok(selector) => selector,
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let items: Vec<serde_json::Value> = lag
+        .consumers_in(&namespace)
+        .into_iter()
+        .filter(|(watched, _)| {
+            selector.iter().all(|(key, value)| match key.as_str() {
+                "consumer" => watched.consumer == *value,
+                "stream" => watched.stream == *value,
+                _ => false,
+            })
+        })
+        .filter_map(|(watched, observation)| match observation {
+            Observation::Found { lag, at } => {
+                let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+                let timestamp = now.checked_sub(age).unwrap_or(now);
+                Some(json!({
+                    "metricName": PENDING,
+                    "metricLabels": { "consumer": watched.consumer, "stream": watched.stream },
+                    "timestamp": timestamp.to_string(),
+                    "value": lag.pending.to_string(),
+                }))
+            }
+            Observation::Missing { .. } => None,
+        })
+        .collect();
+    Json(json!({ "kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items }))
+        .into_response()
+}
+
+fn tls_config(certificate: &Certificate) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let error = |e: &dyn std::fmt::Display| ServeError::Certificate(e.to_string());
+    let (chain, key) = match certificate {
+        Certificate::Files { cert, key } => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| error(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(&e))?;
+            (chain, PrivateKeyDer::from_pem_file(key).map_err(|e| error(&e))?)
+        }
+        Certificate::SelfSigned(names) => {
+            let made = rcgen::generate_simple_self_signed(names.clone()).map_err(|e| error(&e))?;
+            let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).map_err(|e| error(&e))?;
+            (vec![made.cert.der().clone()], key)
+        }
+    };
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| error(&e))
+}
+
+/// TCP connections that have finished a TLS handshake, for `axum::serve`.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            // Bounded, so that a client that never finishes its handshake holds nothing up for long.
+            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Binds `addr` and serves the API until `shutdown`; returns the bound address and
+/// the serving task.
+pub async fn serve(
+    addr: SocketAddr,
+    certificate: &Certificate,
+    lag: Arc<LagPoller>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>), ServeError> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(certificate)?));
+    let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = tcp.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = TlsListener { tcp, acceptor };
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(lag)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_as_the_hpa_sends_them_parse() {
+        let parsed = parse_selector("consumer=ORDER_PROC,stream==ORDERS").unwrap();
+        assert_eq!(
+            parsed,
+            BTreeMap::from([("consumer".into(), "ORDER_PROC".into()), ("stream".into(), "ORDERS".into())])
+        );
+        assert_eq!(parse_selector("").unwrap(), BTreeMap::new());
+        assert!(parse_selector("consumer!=x").is_err());
+        assert!(parse_selector("consumer in (a,b)").is_err());
+    }
+}

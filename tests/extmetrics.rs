@@ -1,0 +1,80 @@
+//! The external metrics API as an HPA (through the aggregation layer) reads it:
+//! discovery, and `nats_consumer_pending_messages` by namespace and label selector,
+//! over TLS with the serving certificate given to the operator.
+
+mod support;
+
+use std::time::Duration;
+
+use jetway::extmetrics::{Certificate, PENDING};
+use jetway_testground::pki::{Ca, Usage};
+use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
+
+/// A kube client pointed at the metrics server, trusting the CA that signed it: the
+/// same HTTPS stack (rustls, verification on) the operator uses.
+fn client_for(addr: std::net::SocketAddr, ca: &Ca) -> kube::Client {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut config = kube::Config::new(format!("https://localhost:{}", addr.port()).parse().unwrap());
+    let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("the CA certificate");
+    config.root_cert = Some(vec![der.to_vec()]);
+    kube::Client::try_from(config).unwrap()
+}
+
+async fn get(client: &kube::Client, path: &str) -> (u16, serde_json::Value) {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    match client.request_text(request).await {
+        Ok(text) => (200, serde_json::from_str(&text).unwrap()),
+        Err(kube::Error::Api(status)) => (status.code, serde_json::to_value(&*status).unwrap()),
+        Err(other) => panic!("{path}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
+    let ctx = TestContext::new("extmetrics").await;
+    support::install_crds(&ctx.client).await;
+    let ca = Ca::new("jetway-test-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("jetway", None, &["localhost", "127.0.0.1"], Usage::Server).unwrap().write(dir.path(), "serving").unwrap();
+    let port = jetway_testground::wait::free_port().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let certificate = Certificate::Files { cert: dir.path().join("serving.crt"), key: dir.path().join("serving.key") };
+    let operator = Operator::start(&ctx.namespace, |config| config.external_metrics = Some((addr, certificate))).await;
+    let name = ctx.unique("EXT");
+    support::stream_with_consumer(&ctx, "orders", &name, "ORDER_PROC").await;
+    for _ in 0..7 {
+        ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
+    }
+
+    let client = client_for(addr, &ca);
+    let (code, discovery) = get(&client, "/apis/external.metrics.k8s.io/v1beta1").await;
+    assert_eq!(code, 200);
+    assert_eq!(discovery["resources"][0]["name"], PENDING);
+
+    let path = |namespace: &str, selector: &str| {
+        format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{PENDING}?labelSelector={selector}")
+    };
+    let by_consumer = path(&ctx.namespace, "consumer%3DORDER_PROC");
+    let list = wait_until("pending 7 through the API", EVENTUALLY, POLL, || async {
+        let (_, list) = get(&client, &by_consumer).await;
+        Ok((list["items"][0]["value"] == "7").then_some(list))
+    })
+    .await
+    .unwrap();
+    assert_eq!(list["kind"], "ExternalMetricValueList");
+    assert_eq!(list["items"][0]["metricLabels"]["stream"], name.as_str());
+
+    let both = path(&ctx.namespace, &format!("consumer%3DORDER_PROC,stream%3D{name}"));
+    assert_eq!(get(&client, &both).await.1["items"].as_array().unwrap().len(), 1);
+    // A consumer that does not exist, or another namespace: no item, never a 0.
+    assert!(get(&client, &path(&ctx.namespace, "consumer%3DNOPE")).await.1["items"].as_array().unwrap().is_empty());
+    assert!(get(&client, &path("elsewhere", "consumer%3DORDER_PROC")).await.1["items"].as_array().unwrap().is_empty());
+    let (code, _) = get(&client, &path(&ctx.namespace, "consumer%21%3Dx")).await;
+    assert_eq!(code, 400, "unsupported selectors are refused");
+    let (code, _) =
+        get(&client, &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/cpu", ctx.namespace)).await;
+    assert_eq!(code, 404);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    operator.stop().await;
+}
