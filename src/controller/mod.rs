@@ -4,8 +4,11 @@
 
 pub mod connection;
 pub mod consumer;
+mod error;
 pub mod stream;
 pub mod workerpool;
+
+pub use error::{ReconcileError, Retry, RunnerError};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,12 +23,12 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::stream::LocalRef;
-use crate::connection::{Pool, Pooled, ResolveError, resolve_named};
+use crate::connection::{Pool, Pooled, resolve_named};
 use crate::deadletter::DeadLetters;
-use crate::jetstream::JetStreamError;
+
 use crate::lag::LagPoller;
 use crate::metrics::Metrics;
-use crate::plan::{FieldChange, Violation};
+use crate::plan::FieldChange;
 use crate::status::Health;
 
 /// The annotation that pauses reconciling one object: `jetway.dev/paused: "true"`.
@@ -355,17 +358,6 @@ pub fn is_paused<K: Resource>(object: &K) -> bool {
     object.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true")
 }
 
-/// When to try again after an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// Only a change (of the spec, or of another object) can help; look again at resync.
-    OnChange,
-    /// Something this object waits for may appear any moment: look again shortly.
-    Soon,
-    /// A server is unreachable or overloaded: exponential backoff.
-    Backoff,
-}
-
 /// What a successful reconcile did.
 pub enum Done {
     InSync,
@@ -397,84 +389,3 @@ pub fn describe(what: &str, changes: &[FieldChange]) -> String {
     let fields: Vec<String> = changes.iter().map(ToString::to_string).collect();
     format!("{what}: {}", fields.join(", "))
 }
-
-/// Why a reconcile did not reach its goal.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("the spec is invalid: {}", list(.0))]
-    InvalidSpec(Vec<Violation>),
-    #[error("{}", list(.0))]
-    ChangeRefused(Vec<Violation>),
-    #[error("the server refused the change, and nothing was changed: {0}")]
-    ServerRefused(JetStreamError),
-    #[error("{0}")]
-    NatsUnavailable(JetStreamError),
-    #[error("the {0} is managed by the object {1}; this object leaves it untouched")]
-    OwnedElsewhere(&'static str, String),
-    #[error("a {0} of this name exists without a Jetway owner and adoptionPolicy is Never; it was left untouched")]
-    AdoptionRefused(&'static str),
-    #[error("the stream {0} does not exist yet; the consumer is created once it does")]
-    StreamNotFound(String),
-    #[error("writing to Kubernetes: {0}")]
-    Kube(#[source] kube::Error),
-    #[error("{0}")]
-    Connection(ResolveError),
-    #[error("still used by {0}; it is deleted once nothing refers to it")]
-    InUse(String),
-}
-
-fn list(violations: &[Violation]) -> String {
-    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
-impl ReconcileError {
-    /// A PascalCase reason for conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::InvalidSpec(_) => "InvalidSpec",
-            Self::ChangeRefused(_) => "ChangeRefused",
-            Self::ServerRefused(_) => "ServerRefused",
-            Self::NatsUnavailable(_) => "NatsUnavailable",
-            Self::OwnedElsewhere(..) => "OwnedByAnotherObject",
-            Self::AdoptionRefused(_) => "AdoptionRefused",
-            Self::StreamNotFound(_) => "StreamNotFound",
-            Self::Connection(e) => e.reason(),
-            Self::InUse(_) => "InUse",
-            Self::Kube(_) => "KubernetesApiError",
-        }
-    }
-
-    pub fn retry(&self) -> Retry {
-        match self {
-            Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) => Retry::Backoff,
-            Self::StreamNotFound(_) | Self::InUse(_) | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
-            _ => Retry::OnChange,
-        }
-    }
-}
-
-impl ReconcileError {
-    /// An unreachable NATS, explained by what the connection last reported.
-    pub fn explained(self, connection: &Pooled) -> Self {
-        match (self, connection.problem()) {
-            (Self::NatsUnavailable(JetStreamError::Unavailable(what)), Some(problem)) => {
-                Self::NatsUnavailable(JetStreamError::Unavailable(format!("{what}; the connection reports: {problem}")))
-            }
-            (other, _) => other,
-        }
-    }
-}
-
-impl From<JetStreamError> for ReconcileError {
-    fn from(error: JetStreamError) -> Self {
-        match error {
-            JetStreamError::Refused { .. } => Self::ServerRefused(error),
-            JetStreamError::Unavailable(_) => Self::NatsUnavailable(error),
-        }
-    }
-}
-
-/// The error a controller stream reports; logged by the runner.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RunnerError(#[from] pub kube::runtime::finalizer::Error<ReconcileError>);
