@@ -5,7 +5,10 @@
 //!
 //! A consumer that is missing, or not read yet, gives no item: the HPA then holds its
 //! replicas instead of reading a 0 (or scaling to max). Served over TLS, with a
-//! certificate from files or, without them, one made at start.
+//! certificate from files or, without them, one made at start. Only the aggregation
+//! layer is let in: clients must present a certificate from the apiserver's
+//! request-header CA with an allowed name, as `kube-system/extension-apiserver-authentication`
+//! publishes them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +43,46 @@ pub enum Certificate {
     /// Made at start for these names; the APIService then skips verification or is
     /// given the CA some other way.
     SelfSigned(Vec<String>),
+}
+
+/// Who may call: the apiserver's front proxy, as the cluster publishes it.
+#[derive(Clone, Debug)]
+pub struct FrontProxy {
+    /// PEM of the CA that signs the front proxy's client certificate.
+    pub ca_pem: String,
+    /// Common names the client certificate may carry; empty allows any.
+    pub allowed_names: Vec<String>,
+}
+
+impl FrontProxy {
+    /// Reads `kube-system/extension-apiserver-authentication`.
+    pub async fn from_cluster(client: &kube::Client) -> Result<Self, ServeError> {
+        let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client.clone(), "kube-system");
+        let configmap = configmaps.get("extension-apiserver-authentication").await.map_err(|e| {
+            ServeError::Certificate(format!("reading kube-system/extension-apiserver-authentication: {e}"))
+        })?;
+        let data = configmap.data.unwrap_or_default();
+        let ca_pem = data
+            .get("requestheader-client-ca-file")
+            .cloned()
+            .ok_or_else(|| ServeError::Certificate("the cluster publishes no requestheader-client-ca-file".into()))?;
+        let allowed_names = data
+            .get("requestheader-allowed-names")
+            .and_then(|names| serde_json::from_str(names).ok())
+            .unwrap_or_default();
+        Ok(Self { ca_pem, allowed_names })
+    }
+
+    /// Whether a verified client certificate carries an allowed name.
+    fn allows(&self, der: &[u8]) -> bool {
+        if self.allowed_names.is_empty() {
+            return true;
+        }
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
+        let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+        common_name.is_some_and(|cn| self.allowed_names.iter().any(|allowed| allowed == cn))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +185,10 @@ async fn values(
         .into_response()
 }
 
-fn tls_config(certificate: &Certificate) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
+fn tls_config(
+    certificate: &Certificate,
+    front_proxy: &FrontProxy,
+) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let error = |e: &dyn std::fmt::Display| ServeError::Certificate(e.to_string());
@@ -161,10 +207,18 @@ fn tls_config(certificate: &Certificate) -> Result<tokio_rustls::rustls::ServerC
         }
     };
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(front_proxy.ca_pem.as_bytes()) {
+        roots.add(ca.map_err(|e| error(&e))?).map_err(|e| error(&e))?;
+    }
+    let verifier =
+        tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| error(&e))?;
     tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| error(&e))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| error(&e))
 }
@@ -173,6 +227,7 @@ fn tls_config(certificate: &Certificate) -> Result<tokio_rustls::rustls::ServerC
 struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    front_proxy: FrontProxy,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -187,7 +242,13 @@ impl axum::serve::Listener for TlsListener {
             };
             // Bounded, so that a client that never finishes its handshake holds nothing up for long.
             match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Ok(tls)) => {
+                    let peer = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    if peer.is_some_and(|cert| self.front_proxy.allows(cert)) {
+                        return (tls, addr);
+                    }
+                    tracing::debug!(%addr, "client certificate not among the allowed names");
+                }
                 Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
             }
@@ -204,13 +265,14 @@ impl axum::serve::Listener for TlsListener {
 pub async fn serve(
     addr: SocketAddr,
     certificate: &Certificate,
+    front_proxy: FrontProxy,
     lag: Arc<LagPoller>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>), ServeError> {
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(certificate)?));
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(certificate, &front_proxy)?));
     let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = tcp.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let listener = TlsListener { tcp, acceptor };
+    let listener = TlsListener { tcp, acceptor, front_proxy };
     let task = tokio::spawn(async move {
         axum::serve(listener, router(lag)).with_graceful_shutdown(shutdown.cancelled_owned()).await
     });

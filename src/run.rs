@@ -78,7 +78,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));
     let external_metrics = match &config.external_metrics {
         Some((addr, certificate)) => {
-            let (bound, task) = crate::extmetrics::serve(*addr, certificate, ctx.lag.clone(), shutdown.clone()).await?;
+            let front_proxy = crate::extmetrics::FrontProxy::from_cluster(&ctx.client).await?;
+            let (bound, task) =
+                crate::extmetrics::serve(*addr, certificate, front_proxy, ctx.lag.clone(), shutdown.clone()).await?;
             tracing::info!(addr = %bound, "serving the external metrics API");
             Some(task)
         }

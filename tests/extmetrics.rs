@@ -11,13 +11,19 @@ use jetway_testground::pki::{Ca, Usage};
 use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 
 /// A kube client pointed at the metrics server, trusting the CA that signed it: the
-/// same HTTPS stack (rustls, verification on) the operator uses.
-fn client_for(addr: std::net::SocketAddr, ca: &Ca) -> kube::Client {
+/// same HTTPS stack (rustls, verification on) the operator uses. With `front_proxy`,
+/// it presents the apiserver's front-proxy client certificate, as the aggregator does.
+fn client_for(addr: std::net::SocketAddr, ca: &Ca, front_proxy: bool) -> kube::Client {
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut config = kube::Config::new(format!("https://localhost:{}", addr.port()).parse().unwrap());
     let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("the CA certificate");
     config.root_cert = Some(vec![der.to_vec()]);
+    if front_proxy {
+        let pki = support::ground().kubeconfig.parent().expect("the kube dir").join("pki");
+        config.auth_info.client_certificate = Some(pki.join("front-proxy-client.crt").display().to_string());
+        config.auth_info.client_key = Some(pki.join("front-proxy-client.key").display().to_string());
+    }
     kube::Client::try_from(config).unwrap()
 }
 
@@ -47,7 +53,7 @@ async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
         ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
     }
 
-    let client = client_for(addr, &ca);
+    let client = client_for(addr, &ca, true);
     let (code, discovery) = get(&client, "/apis/external.metrics.k8s.io/v1beta1").await;
     assert_eq!(code, 200);
     assert_eq!(discovery["resources"][0]["name"], PENDING);
