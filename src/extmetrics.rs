@@ -156,7 +156,6 @@ async fn values(
         Ok(selector) => selector,
         Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
     };
-    let now = k8s_openapi::jiff::Timestamp::now();
     let items: Vec<serde_json::Value> = lag
         .consumers_in(&namespace)
         .into_iter()
@@ -169,8 +168,7 @@ async fn values(
         })
         .filter_map(|(watched, observation)| match observation {
             Observation::Found { lag, at } => {
-                let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
-                let timestamp = now.checked_sub(age).unwrap_or(now);
+                let timestamp = crate::lag::read_at(at);
                 Some(json!({
                     "metricName": PENDING,
                     "metricLabels": { "consumer": watched.consumer, "stream": watched.stream },

@@ -41,6 +41,13 @@ pub struct Watched {
     pub consumer: String,
 }
 
+/// The wall-clock time of a reading taken at `at`, as Kubernetes objects carry it.
+pub fn read_at(at: Instant) -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
 /// The last poll's answer for one consumer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observation {
@@ -145,10 +152,14 @@ impl LagPoller {
                 return;
             }
         };
+        let mut streams_set = std::collections::BTreeSet::new();
         for (key, watched) in members {
             let labels = consumer_labels(&watched);
-            let stream = StreamLabels { namespace: watched.namespace.clone(), stream: watched.stream.clone() };
-            self.metrics.set_stream(&stream, read.messages, read.bytes);
+            // One stream, read once: its gauges once per namespace that watches it.
+            if streams_set.insert(watched.namespace.clone()) {
+                let stream = StreamLabels { namespace: watched.namespace.clone(), stream: watched.stream.clone() };
+                self.metrics.set_stream(&stream, read.messages, read.bytes);
+            }
             let observation = match read.consumers.get(&watched.consumer) {
                 Some(lag) => {
                     self.metrics.set_consumer(&labels, lag);

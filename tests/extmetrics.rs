@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use jetway::extmetrics::{Certificate, PENDING};
 use jetway_testground::pki::{Ca, Usage};
 use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
@@ -81,6 +79,5 @@ async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
     let (code, _) =
         get(&client, &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/cpu", ctx.namespace)).await;
     assert_eq!(code, 404);
-    tokio::time::sleep(Duration::from_millis(10)).await;
     operator.stop().await;
 }

@@ -147,7 +147,9 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         selector: Some(format!("{POOL_LABEL}={}", pool.name_any())),
         desired_replicas: decision.map(|d| d.replicas).or(Some(current)),
         pending: pending.map(|(p, _)| p).or(previous.pending),
-        pending_observed_at: pending.map(|(_, at)| wall_clock(at)).or(previous.pending_observed_at.clone()),
+        pending_observed_at: pending
+            .map(|(_, at)| Time(crate::lag::read_at(at)))
+            .or(previous.pending_observed_at.clone()),
         last_scale_time: previous.last_scale_time.clone(),
         last_scale_reason: previous.last_scale_reason.clone(),
         ..Default::default()
@@ -193,12 +195,6 @@ fn key_of(namespace: &str, name: &str) -> String {
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// The wall-clock time of a monotonic instant in the past.
-fn wall_clock(at: Instant) -> Time {
-    let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
-    Time(k8s_openapi::jiff::Timestamp::now().checked_sub(age).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()))
 }
 
 /// Writes the decision through the pool's `/scale` subresource, as any autoscaler would.
