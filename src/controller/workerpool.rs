@@ -107,9 +107,16 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     let namespace = pool.namespace().unwrap_or_default();
     let previous = pool.status.clone().unwrap_or_default();
     let consumer_name = &pool.spec.consumer_ref.name;
-    let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
-    let consumer = consumers.get_opt(consumer_name).await.map_err(ReconcileError::Kube)?;
-    let observation = consumer.as_ref().and_then(|c| ctx.lag.observation(&key_of(&namespace, &c.name_any())));
+    // A reading means the Consumer object exists (it registered the consumer); only
+    // without one is the object looked up, to tell "missing" from "not read yet".
+    let observation = ctx.lag.observation(&key_of(&namespace, consumer_name));
+    let consumer = match observation {
+        Some(_) => Some(()),
+        None => {
+            let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
+            consumers.get_opt(consumer_name).await.map_err(ReconcileError::Kube)?.map(|_| ())
+        }
+    };
 
     let current = pool.spec.replicas.unwrap_or(1);
     let (health, decision, pending) = match (&consumer, observation, &pool.spec.autoscaling) {
