@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::GoDuration;
-use crate::controller::Settings;
+use crate::controller::{Autoscaler, Settings};
 use crate::extmetrics::Certificate;
 use crate::nats::{NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 use crate::run::Config;
@@ -118,8 +118,10 @@ pub struct RunArgs {
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
-    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1, for HPAs) on
-    /// this address, over TLS. Leave unset where another adapter owns the APIService.
+    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1) on this
+    /// address, over TLS; autoscaled WorkerPools then get an HPA on it. Leave unset
+    /// where another adapter owns the APIService: Jetway's own scaler then drives each
+    /// pool's /scale.
     #[arg(long, env = "JETWAY_EXTERNAL_METRICS_ADDR")]
     pub external_metrics_addr: Option<SocketAddr>,
     /// The external metrics API's serving certificate (PEM); a self-signed one is made
@@ -147,6 +149,7 @@ impl RunArgs {
             resync: self.resync_interval.0,
             observe_only: self.observe_only,
             lag_interval: self.lag_interval.0,
+            autoscaler: if self.external_metrics_addr.is_some() { Autoscaler::Hpa } else { Autoscaler::Jetway },
         };
         let certificate = match (self.external_metrics_cert, self.external_metrics_key) {
             (Some(cert), Some(key)) => Certificate::Files { cert, key },

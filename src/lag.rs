@@ -93,6 +93,12 @@ impl LagPoller {
         }
     }
 
+    /// The stream and consumer names the object `key` manages, once it registered them.
+    pub fn names(&self, key: &str) -> Option<(String, String)> {
+        let state = self.state.lock().expect("lag state");
+        state.watched.get(key).map(|watched| (watched.stream.clone(), watched.consumer.clone()))
+    }
+
     /// The last poll's answer for the object `key`, if it was polled.
     pub fn observation(&self, key: &str) -> Option<Observation> {
         self.state.lock().expect("lag state").observed.get(key).copied()

@@ -1,6 +1,8 @@
-//! WorkerPools on the test ground with kube-controller-manager: the Deployment they
-//! own, scaling with the consumer's pending messages through 0 -> N -> 0, and a pool
-//! whose consumer is missing that says so and does not scale.
+//! WorkerPools on the test ground with kube-controller-manager, in KEDA-coexistence
+//! mode (another adapter owns the external metrics API, so Jetway's own scaler drives
+//! each pool's `/scale` and no HPA is made): the Deployment they own, scaling with the
+//! consumer's pending messages through 0 -> N -> 0, and a pool whose consumer is
+//! missing that says so and does not scale. HPA mode is in `hpa.rs`.
 
 mod support;
 
@@ -83,6 +85,8 @@ async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_a
     .await
     .unwrap();
     assert!(status.last_scale_time.is_some());
+    let hpas = ctx.api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>();
+    assert!(hpas.get_opt("payment").await.unwrap().is_none(), "no HPA beside another adapter's");
     operator.stop().await;
 }
 

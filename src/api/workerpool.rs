@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -106,6 +107,11 @@ pub struct Autoscaling {
     /// to 0 (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<GoDuration>,
+    /// Handed unchanged to the pool's HorizontalPodAutoscaler (stabilization windows,
+    /// rate policies). Jetway's own scaler, used where another adapter owns the
+    /// external metrics API, follows `cooldown` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

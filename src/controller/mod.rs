@@ -47,6 +47,21 @@ pub struct Settings {
     pub observe_only: bool,
     /// How often consumer lag is read.
     pub lag_interval: Duration,
+    /// Who scales autoscaled WorkerPools between 1 and `maxReplicas`.
+    pub autoscaler: Autoscaler,
+}
+
+/// Who scales autoscaled WorkerPools between 1 and `maxReplicas`; waking from 0 and
+/// going back to 0 are always Jetway's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Autoscaler {
+    /// Jetway's own scaler, through each pool's `/scale` subresource: for clusters
+    /// where KEDA or prometheus-adapter owns the external metrics API.
+    #[default]
+    Jetway,
+    /// One HorizontalPodAutoscaler per pool on `nats_consumer_pending_messages`,
+    /// which this operator serves.
+    Hpa,
 }
 
 /// What every reconcile gets.

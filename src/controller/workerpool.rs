@@ -1,9 +1,12 @@
 //! The WorkerPool controller. Each reconcile runs:
 //!
 //! 1. dereference: the Consumer object the pool names, and its lag from the poller;
-//! 2. decide (pure): the replicas, [`scale::decide`] when autoscaling, else the spec's;
-//! 3. execute: a new decision goes through the pool's `/scale` subresource, and the
-//!    Deployment is applied with server-side apply, owned by the pool;
+//! 2. decide (pure): the replicas, [`scale::decide`] when Jetway scales alone,
+//!    [`scale::beside_hpa`] (only 0 <-> 1) when an HPA does, else the spec's;
+//! 3. execute: a new decision goes through the pool's `/scale` subresource; the
+//!    Deployment (and in HPA mode the HPA, which targets the pool's `/scale`) is
+//!    applied with server-side apply, owned by the pool. The Deployment's replicas
+//!    follow the pool's, which only the deciding autoscaler writes, so nothing fights;
 //! 4. status: replicas, the decision, pending and its age, the last scale and why.
 //!
 //! A consumer that is missing (no Consumer object, or not on the server) is a
@@ -16,17 +19,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget,
+};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, FIELD_MANAGER, ReconcileError, key};
+use super::{Autoscaler, Context, FIELD_MANAGER, ReconcileError, key};
 use crate::api::condition::READY;
 use crate::api::consumer::Consumer;
-use crate::api::workerpool::{WorkerPool, WorkerPoolStatus};
+use crate::api::workerpool::{Autoscaling, WorkerPool, WorkerPoolStatus};
+use crate::extmetrics::PENDING;
 use crate::lag::Observation;
 use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision, ScaleInput};
 use crate::status::{Health, conditions};
@@ -51,6 +60,8 @@ struct PoolMemory {
     /// The last change of replicas, kept here because the pool a reconcile reads may
     /// predate the status write that recorded it.
     last_scale: Option<(Time, &'static str)>,
+    /// No HPA of this pool's is left from an earlier mode or spec.
+    no_hpa: bool,
 }
 
 impl ScaleMemory {
@@ -79,6 +90,12 @@ impl ScaleMemory {
 
     fn last_scale(&self, key: &str) -> Option<(Time, &'static str)> {
         self.pools.lock().expect("scale memory").get(key).and_then(|memory| memory.last_scale.clone())
+    }
+
+    /// Records whether the pool is known to have no HPA; returns what was known.
+    fn set_no_hpa(&self, key: &str, no_hpa: bool) -> bool {
+        let mut pools = self.pools.lock().expect("scale memory");
+        std::mem::replace(&mut pools.entry(key.to_owned()).or_default().no_hpa, no_hpa)
     }
 
     fn forget(&self, key: &str) {
@@ -143,16 +160,37 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
             let active = lag.pending > u64::try_from(policy.activation_pending).unwrap_or(0);
             let window = policy.cooldown.map_or(DEFAULT_COOLDOWN, |d| d.0);
             let input = ctx.scale_memory.input(&key, lag.pending, active, current, window);
-            let decision = scale::decide(policy, input);
-            ctx.scale_memory.remember(&key, decision.replicas);
-            (ready(decision.replicas), Some(decision), Some((lag.pending, at)))
+            let decision = match ctx.settings.autoscaler {
+                Autoscaler::Jetway => {
+                    let decision = scale::decide(policy, input);
+                    ctx.scale_memory.remember(&key, decision.replicas);
+                    Some(decision)
+                }
+                Autoscaler::Hpa => scale::beside_hpa(policy, input),
+            };
+            (ready(decision.map_or(current, |d| d.replicas)), decision, Some((lag.pending, at)))
+        }
+    };
+    let hpa_desired = match (ctx.settings.autoscaler, &pool.spec.autoscaling) {
+        (Autoscaler::Hpa, Some(policy)) => match ctx.lag.names(&key_of(&namespace, consumer_name)) {
+            Some((stream, consumer)) => {
+                ctx.scale_memory.set_no_hpa(&key, false);
+                let hpa = apply_hpa(&pool, &ctx, policy, &stream, &consumer).await?;
+                hpa.status.map(|s| s.desired_replicas)
+            }
+            // Without the consumer's names there is nothing to select yet.
+            None => None,
+        },
+        _ => {
+            remove_hpa(&pool, &ctx, &key).await?;
+            None
         }
     };
 
     let mut status = WorkerPoolStatus {
         observed_generation: pool.metadata.generation,
         selector: Some(format!("{POOL_LABEL}={}", pool.name_any())),
-        desired_replicas: decision.map(|d| d.replicas).or(Some(current)),
+        desired_replicas: decision.map(|d| d.replicas).or(hpa_desired).or(Some(current)),
         pending: pending.map(|(p, _)| p).or(previous.pending),
         pending_observed_at: pending
             .map(|(_, at)| Time(crate::lag::read_at(at)))
@@ -221,13 +259,7 @@ async fn apply_deployment(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Re
     let mut pod_labels = worker.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(selector.clone());
     let deployment = Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: Some(selector.clone()),
-            owner_references: pool.controller_owner_ref(&()).map(|owner| vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(pool),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
@@ -258,11 +290,95 @@ async fn apply_deployment(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Re
         }),
         status: None,
     };
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut object = serde_json::to_value(&deployment).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
-    object["apiVersion"] = Deployment::api_version(&()).into();
-    object["kind"] = Deployment::kind(&()).into();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+    apply_owned(ctx, &namespace, &name, &deployment).await
+}
+
+/// The pool's HPA: on the consumer's pending messages, through the external metrics
+/// API, scaling the pool itself (its `/scale`), between 1 and `maxReplicas`.
+async fn apply_hpa(
+    pool: &WorkerPool,
+    ctx: &Context,
+    policy: &Autoscaling,
+    stream: &str,
+    consumer: &str,
+) -> Result<HorizontalPodAutoscaler, ReconcileError> {
+    let name = pool.name_any();
+    let namespace = pool.namespace().unwrap_or_default();
+    let selector =
+        BTreeMap::from([("consumer".to_owned(), consumer.to_owned()), ("stream".to_owned(), stream.to_owned())]);
+    let hpa = HorizontalPodAutoscaler {
+        metadata: owned_meta(pool),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(WorkerPool::api_version(&()).into_owned()),
+                kind: WorkerPool::kind(&()).into_owned(),
+                name: name.clone(),
+            },
+            min_replicas: Some(policy.min_replicas.max(1)),
+            max_replicas: policy.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "External".into(),
+                external: Some(ExternalMetricSource {
+                    metric: MetricIdentifier {
+                        name: PENDING.into(),
+                        selector: Some(LabelSelector { match_labels: Some(selector), ..Default::default() }),
+                    },
+                    target: MetricTarget {
+                        type_: "AverageValue".into(),
+                        average_value: Some(Quantity(policy.target_pending_per_replica.to_string())),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
+            behavior: policy.behavior.clone(),
+        }),
+        status: None,
+    };
+    apply_owned(ctx, &namespace, &name, &hpa).await
+}
+
+/// Deletes the pool's HPA, once per pool and process, where it should have none.
+async fn remove_hpa(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<(), ReconcileError> {
+    if ctx.scale_memory.set_no_hpa(key, true) {
+        return Ok(());
+    }
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    match api.delete(&pool.name_any(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => {
+            ctx.scale_memory.set_no_hpa(key, false);
+            Err(ReconcileError::Kube(err))
+        }
+    }
+}
+
+/// Name, namespace, the pool label and the pool as controlling owner.
+fn owned_meta(pool: &WorkerPool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(pool.name_any()),
+        namespace: pool.namespace(),
+        labels: Some(BTreeMap::from([(POOL_LABEL.to_owned(), pool.name_any())])),
+        owner_references: pool.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..Default::default()
+    }
+}
+
+/// Server-side applies `object` as Jetway, taking over fields others set.
+async fn apply_owned<K>(ctx: &Context, namespace: &str, name: &str, object: &K) -> Result<K, ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut value = serde_json::to_value(object).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
         .await
         .map_err(ReconcileError::Kube)
 }

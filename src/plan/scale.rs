@@ -6,6 +6,10 @@
 //! window), so a dip does not cost workers that are needed again a moment later. To
 //! 0 (with `minReplicas: 0`) once pending has stayed at or below
 //! `activationPending` for the whole cooldown.
+//!
+//! Beside an HPA ([`beside_hpa`]) only the two steps an HPA cannot take are Jetway's:
+//! 0 -> 1 when lag appears, and to 0 after the cooldown; between 1 and
+//! `maxReplicas` the HPA decides alone.
 
 use std::time::Duration;
 
@@ -68,6 +72,21 @@ pub fn decide(policy: &Autoscaling, input: ScaleInput) -> ScaleDecision {
     ScaleDecision::new(held, if held < input.current { "PendingFell" } else { "Stabilizing" })
 }
 
+/// Beside an HPA: the step Jetway takes for `input`, or `None` where the HPA's
+/// decision stands. An HPA holds a target at 0 replicas where it is (scaling
+/// disabled) and never goes below 1, so waking and going to sleep are Jetway's.
+pub fn beside_hpa(policy: &Autoscaling, input: ScaleInput) -> Option<ScaleDecision> {
+    let floor = policy.min_replicas.clamp(0, policy.max_replicas.max(1));
+    let active = input.pending > u64::try_from(policy.activation_pending).unwrap_or(0);
+    let cooldown = policy.cooldown.map_or(DEFAULT_COOLDOWN, |d| d.0);
+    match input.current {
+        0 if active || floor > 0 => Some(ScaleDecision::new(floor.max(1), "Activated")),
+        0 => Some(ScaleDecision::new(0, "Idle")),
+        _ if floor == 0 && !active && input.quiet_for >= cooldown => Some(ScaleDecision::new(0, "IdleAfterCooldown")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +99,7 @@ mod tests {
             target_pending_per_replica: 100,
             activation_pending: 0,
             cooldown: Some(GoDuration(Duration::from_secs(60))),
+            behavior: None,
         }
     }
 
@@ -132,5 +152,26 @@ mod tests {
         assert_eq!(decide(&policy(1, 10), after_a_burst), ScaleDecision { replicas: 8, reason: "Stabilizing" });
         let burst_over = ScaleInput { recent_high: 4, ..input(200, 8) };
         assert_eq!(decide(&policy(1, 10), burst_over), ScaleDecision { replicas: 4, reason: "PendingFell" });
+    }
+
+    #[test]
+    fn beside_an_hpa_only_waking_and_sleeping_are_decided() {
+        let woken = beside_hpa(&policy(0, 10), input(1, 0));
+        assert_eq!(
+            woken,
+            Some(ScaleDecision { replicas: 1, reason: "Activated" }),
+            "1, whatever the lag: the HPA goes on"
+        );
+        assert_eq!(beside_hpa(&policy(0, 10), input(5_000, 0)).map(|d| d.replicas), Some(1));
+        assert_eq!(beside_hpa(&policy(0, 10), input(0, 0)), Some(ScaleDecision { replicas: 0, reason: "Idle" }));
+        assert_eq!(beside_hpa(&policy(2, 10), input(0, 0)).map(|d| d.replicas), Some(2), "back to minReplicas");
+        assert_eq!(beside_hpa(&policy(0, 10), input(900, 4)), None, "1..N is the HPA's");
+        let quiet = |quiet_for| ScaleInput { quiet_for, ..input(0, 1) };
+        assert_eq!(beside_hpa(&policy(0, 10), quiet(Duration::from_secs(59))), None);
+        assert_eq!(
+            beside_hpa(&policy(0, 10), quiet(Duration::from_secs(60))),
+            Some(ScaleDecision { replicas: 0, reason: "IdleAfterCooldown" })
+        );
+        assert_eq!(beside_hpa(&policy(1, 10), quiet(Duration::from_secs(600))), None, "never below minReplicas");
     }
 }

@@ -109,6 +109,8 @@ impl KubeControlPlane {
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
                 format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
                 format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
+                // No kube-proxy: reach APIService backends at their endpoints, not a ClusterIP.
+                "--enable-aggregator-routing=true".into(),
             ],
         )?;
 

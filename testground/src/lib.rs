@@ -9,6 +9,7 @@
 
 pub mod kube;
 pub mod nats;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod tools;

@@ -142,6 +142,7 @@ impl Operator {
                 resync: Duration::from_secs(2),
                 observe_only: false,
                 lag_interval: Duration::from_millis(500),
+                autoscaler: jetway::controller::Autoscaler::Jetway,
             },
             external_metrics: None,
         };
