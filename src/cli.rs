@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::GoDuration;
 use crate::controller::{Autoscaler, Settings};
 use crate::extmetrics::Certificate;
+use crate::leader::LeaderElection;
 use crate::nats::{NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 use crate::run::Config;
 use crate::telemetry::LogArgs;
@@ -134,6 +135,23 @@ pub struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "JETWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Take part in leader election on a Lease; only the leader writes. Turn off only
+    /// where a single replica runs.
+    #[arg(long, env = "JETWAY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, env = "JETWAY_LEADER_ELECT_LEASE_NAME", default_value = "jetway")]
+    pub leader_elect_lease_name: String,
+    /// The Lease's namespace (default: the operator's own, or the kubeconfig's).
+    #[arg(long, env = "JETWAY_LEADER_ELECT_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// How long a lease lasts unrenewed: the longest a standby waits after the leader
+    /// died.
+    #[arg(long, env = "JETWAY_LEADER_ELECT_LEASE_DURATION", default_value = "10s")]
+    pub leader_elect_lease_duration: GoDuration,
+    /// How long before the lease runs out the leader renews it.
+    #[arg(long, env = "JETWAY_LEADER_ELECT_RENEW_BEFORE", default_value = "4s")]
+    pub leader_elect_renew_before: GoDuration,
 }
 
 impl RunArgs {
@@ -156,12 +174,32 @@ impl RunArgs {
             _ => Certificate::SelfSigned(vec!["jetway".into(), "localhost".into()]),
         };
         Config {
-            kube,
             nats: self.nats.settings(),
             http_addr: self.metrics_addr,
             namespace: self.namespace,
             controllers,
             external_metrics: self.external_metrics_addr.map(|addr| (addr, certificate)),
+            leader_election: self.leader_elect.then(|| {
+                // In a cluster the chart passes the Pod's name and namespace (downward API).
+                let pod_name = std::env::var("POD_NAME").ok();
+                let pod_namespace = std::env::var("POD_NAMESPACE").ok();
+                let identity = pod_name.clone().unwrap_or_else(|| {
+                    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "jetway".into());
+                    format!("{host}-{:08x}", rand::random::<u32>())
+                });
+                LeaderElection {
+                    lease: self.leader_elect_lease_name,
+                    namespace: self
+                        .leader_elect_namespace
+                        .or_else(|| pod_namespace.clone())
+                        .unwrap_or_else(|| kube.default_namespace.clone()),
+                    identity,
+                    duration: self.leader_elect_lease_duration.0,
+                    renew_before: self.leader_elect_renew_before.0,
+                    pod: pod_namespace.zip(pod_name),
+                }
+            }),
+            kube,
         }
     }
 }

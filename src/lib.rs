@@ -17,6 +17,7 @@ pub mod extmetrics;
 pub mod http;
 pub mod jetstream;
 pub mod lag;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod nack;

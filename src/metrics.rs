@@ -53,6 +53,8 @@ pub struct Metrics {
     reconcile_duration: Family<KindLabels, Histogram>,
     /// Pooled NATS connections open besides the default one.
     pub nats_connections: Gauge,
+    /// 1 while this replica holds the leader Lease (or runs without election).
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -80,6 +82,12 @@ impl Metrics {
             "nats_connections",
             "Pooled NATS connections open for NatsConnection objects",
             nats_connections.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 on the replica that holds the leader Lease and writes, 0 on standbys",
+            leader.clone(),
         );
         let gauges = |registry: &mut Registry, name: &str, help: &str| {
             let family = Family::<ConsumerLabels, Gauge>::default();
@@ -113,6 +121,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             nats_connections,
+            leader,
         }
     }
 

@@ -1,6 +1,10 @@
 //! One operator process: connect to Kubernetes and NATS, serve the HTTP endpoints,
-//! and run until the shutdown token is cancelled. The binary and the integration
-//! tests call the same [`run`].
+//! wait to lead (with leader election), then run the controllers until the shutdown
+//! token is cancelled or the lease is lost. The binary and the integration tests call
+//! the same [`run`].
+//!
+//! `/readyz` is true on a standby once Kubernetes and NATS are reachable, and on the
+//! leader once every controller's cache is synced and JetStream answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Pool, Pooled};
 use crate::controller::{self, Context, Settings};
 use crate::http::{self, Health};
+use crate::leader::LeaderElection;
 use crate::nats::{ConnectError, LastError, NatsSettings};
 
 /// How long running reconciles may take to finish after shutdown starts.
@@ -32,6 +37,8 @@ pub struct Config {
     /// Where and with which certificate to serve the external metrics API; `None`
     /// serves none (another adapter owns the APIService).
     pub external_metrics: Option<(SocketAddr, crate::extmetrics::Certificate)>,
+    /// Run only while holding this Lease; `None` runs at once, alone.
+    pub leader_election: Option<LeaderElection>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +55,16 @@ pub enum RunError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     ExternalMetrics(#[from] crate::extmetrics::ServeError),
+    #[error("joining the leader election")]
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("labelling this replica's Pod")]
+    LabelPod(#[source] kube::Error),
+    #[error("lost the leader lease; stopped so that a fresh process starts as a standby")]
+    LeadershipLost,
 }
+
+/// The kinds whose caches must be synced before the leader is ready.
+const KINDS: [&str; 4] = ["Stream", "Consumer", "NatsConnection", "WorkerPool"];
 
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -62,7 +78,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let listener =
         http::bind(config.http_addr).await.map_err(|source| RunError::Bind { addr: config.http_addr, source })?;
     tracing::info!(addr = %config.http_addr, "serving /metrics, /healthz and /readyz");
-    let server = tokio::spawn(http::serve(listener, health.clone(), shutdown.clone()));
+    let server_stop = shutdown.child_token();
+    let server = tokio::spawn(http::serve(listener, health.clone(), server_stop.clone()));
+
+    // A standby: connected, ready, and writing nothing until it leads.
+    let mut leadership = match &config.leader_election {
+        Some(election) => {
+            election.label_pod(&kube, false).await.map_err(RunError::LabelPod)?;
+            let leadership = election.join(kube.clone()).await.map_err(RunError::LeaderElection)?;
+            health.set_ready(true);
+            let mut leadership = leadership;
+            tracing::info!(lease = %election.lease, identity = %election.identity, "waiting to lead");
+            tokio::select! {
+                acquired = leadership.acquired() => if !acquired {
+                    server_stop.cancel();
+                    stop_server(server).await?;
+                    return Err(RunError::LeadershipLost);
+                },
+                () = shutdown.cancelled() => {
+                    leadership.release().await;
+                    return stop_server(server).await;
+                }
+            }
+            health.set_ready(false);
+            election.label_pod(&kube, true).await.map_err(RunError::LabelPod)?;
+            tracing::info!(lease = %election.lease, identity = %election.identity, "leading");
+            Some(leadership)
+        }
+        None => None,
+    };
+    health.metrics.leader.set(1);
+    // Controllers stop on shutdown, or when the lease is lost.
+    let shutdown = shutdown.child_token();
 
     let jetstream = config.nats.jetstream(nats.clone());
     let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error };
@@ -87,13 +134,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => None,
     };
     let pools = tokio::spawn(controller::workerpool::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
+    let ctx_synced = ctx.clone();
     let connections = tokio::spawn(controller::connection::run(ctx, config.namespace, shutdown.clone()));
 
     tokio::select! {
-        () = wait_for_jetstream(&jetstream) => health.set_ready(true),
+        () = async { tokio::join!(wait_for_jetstream(&jetstream), ctx_synced.synced.wait(&KINDS)); } => health.set_ready(true),
         () = shutdown.cancelled() => {}
     }
-    shutdown.cancelled().await;
+    let mut lost = false;
+    match &mut leadership {
+        Some(leadership) => tokio::select! {
+            () = leadership.lost() => {
+                tracing::error!("lost the leader lease; stopping");
+                lost = true;
+            }
+            () = shutdown.cancelled() => {}
+        },
+        None => shutdown.cancelled().await,
+    }
+    shutdown.cancel();
     health.set_ready(false);
     // Bounded, so that a stuck request cannot outlast the pod's grace period.
     let tasks = [
@@ -124,6 +183,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             Err(join) => tracing::error!(error = %join, "the external metrics task failed"),
         }
     }
+    // Only now, with every writer stopped, may a standby take over.
+    health.metrics.leader.set(0);
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    if lost {
+        server_stop.cancel();
+        stop_server(server).await?;
+        return Err(RunError::LeadershipLost);
+    }
+    stop_server(server).await
+}
+
+async fn stop_server(server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), RunError> {
     match server.await {
         Ok(result) => result.map_err(RunError::Serve)?,
         Err(join) => tracing::error!(error = %join, "the HTTP server task failed"),

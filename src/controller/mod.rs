@@ -64,6 +64,28 @@ pub enum Autoscaler {
     Hpa,
 }
 
+/// Which controllers have their caches filled (the first full list of their kind).
+pub struct CacheSync(tokio::sync::watch::Sender<std::collections::BTreeSet<&'static str>>);
+
+impl Default for CacheSync {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(Default::default()))
+    }
+}
+
+impl CacheSync {
+    fn mark(&self, kind: &'static str) {
+        self.0.send_modify(|synced| {
+            synced.insert(kind);
+        });
+    }
+
+    /// Waits until every one of `kinds` is synced.
+    pub async fn wait(&self, kinds: &[&str]) {
+        let _ = self.0.subscribe().wait_for(|synced| kinds.iter().all(|kind| synced.contains(kind))).await;
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
@@ -77,6 +99,8 @@ pub struct Context {
     pub lag: Arc<LagPoller>,
     /// What the WorkerPool scaler remembers between decisions.
     pub scale_memory: workerpool::ScaleMemory,
+    /// The kinds whose controllers have listed everything they watch.
+    pub synced: CacheSync,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -101,6 +125,7 @@ impl Context {
             dead_letters,
             lag,
             scale_memory: Default::default(),
+            synced: CacheSync::default(),
             recorder,
             failures: Mutex::default(),
         }
@@ -307,7 +332,23 @@ pub async fn run<K, A, AF, C, CF>(
         Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
         None => kube::Api::all(ctx.client.clone()),
     };
-    kube::runtime::Controller::new(api, kube::runtime::watcher::Config::default())
+    let controller = kube::runtime::Controller::new(api, kube::runtime::watcher::Config::default());
+    let store = controller.store();
+    let synced = ctx.clone();
+    tokio::spawn(async move {
+        // The store's readiness wakes one waiter only, and the controller's own runner
+        // waits on it too; so ask again every so often instead of waiting once.
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            match tokio::time::timeout(Duration::from_millis(10), store.wait_until_ready()).await {
+                Ok(Ok(())) => return synced.synced.mark(kind),
+                Ok(Err(_dropped)) => return,
+                Err(_not_yet) => {}
+            }
+        }
+    });
+    controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             move |object, ctx| async move { with_finalizer(object, &ctx, kind, apply, cleanup).await },

@@ -145,6 +145,7 @@ impl Operator {
                 autoscaler: jetway::controller::Autoscaler::Jetway,
             },
             external_metrics: None,
+            leader_election: None,
         };
         configure(&mut config);
         let shutdown = tokio_util::sync::CancellationToken::new();
