@@ -53,15 +53,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_checked_in_crds_are_the_generated_ones() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/jetway.crds.yaml");
-        let checked_in = std::fs::read_to_string(path).expect("crds/jetway.crds.yaml");
+    fn the_checked_in_crds_and_the_charts_are_the_generated_ones() {
         let mut generated = Vec::new();
         print(&mut generated).expect("printing the CRDs");
-        assert!(
-            checked_in == String::from_utf8(generated).expect("utf-8"),
-            "crds/ is out of date: run `cargo run -- crds > crds/jetway.crds.yaml` and commit the result"
-        );
+        let generated = String::from_utf8(generated).expect("utf-8");
+        for copy in ["crds/jetway.crds.yaml", "charts/jetway/crds/jetway.crds.yaml"] {
+            let path = format!("{}/{copy}", env!("CARGO_MANIFEST_DIR"));
+            let checked_in = std::fs::read_to_string(&path).expect(copy);
+            assert!(
+                checked_in == generated,
+                "{copy} is out of date: run `cargo run -- crds > {copy}` and commit the result"
+            );
+        }
     }
 
     #[test]

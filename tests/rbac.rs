@@ -1,26 +1,32 @@
 //! The operator needs only what the chart grants: run under the chart's
-//! ServiceAccount, bound to its namespace-scoped Role (read-only Secrets), it
-//! reconciles a NatsConnection with credentials from a Secret, a Stream and a
-//! Consumer through it.
+//! ServiceAccount, bound to its namespace-scoped Roles (read-only Secrets), it takes
+//! the leader Lease and reconciles a NatsConnection with credentials from a Secret, a
+//! Stream, a Consumer and a WorkerPool (its Deployment) through it.
 
 mod support;
 
 use jetway::api::connection::NatsConnection;
 use jetway::api::consumer::Consumer;
 use jetway::api::stream::Stream;
+use jetway::api::workerpool::WorkerPool;
+use jetway::leader::LeaderElection;
 use jetway_testground::NatsServer;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use support::{Operator, TestContext, wait_condition};
 
-/// `helm template` of the chart, for a release named after the test's namespace.
+/// The chart's ServiceAccount and RBAC from `helm template`, for a release named after
+/// the test's namespace.
 fn chart(ctx: &TestContext, scope: &str) -> String {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jetway");
     let output = std::process::Command::new(support::tools().path("helm"))
         .args(["template", &ctx.namespace, chart, "--namespace", &ctx.namespace, "--set", &format!("scope={scope}")])
+        .args(["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"])
         .output()
         .expect("running helm");
     assert!(output.status.success(), "helm template: {}", String::from_utf8_lossy(&output.stderr));
@@ -94,10 +100,33 @@ async fn the_operator_works_with_only_the_charts_namespaced_role() {
     let consumer = apply("Consumer", "worker", json!({"streamName": stream_name, "connectionRef": {"name": "nats"}}));
     ctx.api::<Consumer>().patch("worker", &params, &Patch::Apply(consumer)).await.expect("consumer");
 
-    let operator = Operator::start(&ctx.namespace, |config| config.kube = identity).await;
+    let pool = apply(
+        "WorkerPool",
+        "workers",
+        json!({"consumerRef": {"name": "worker"}, "worker": {"image": "jetway/payment:test"}, "replicas": 1}),
+    );
+    ctx.api::<WorkerPool>().patch("workers", &params, &Patch::Apply(pool)).await.expect("pool");
+
+    let election = LeaderElection {
+        lease: "jetway".into(),
+        namespace: ctx.namespace.clone(),
+        identity: "rbac-test".into(),
+        duration: std::time::Duration::from_secs(10),
+        renew_before: std::time::Duration::from_secs(4),
+        pod: None,
+    };
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.kube = identity;
+        config.leader_election = Some(election);
+    })
+    .await;
     wait_condition(&ctx.api::<NatsConnection>(), "nats", "Ready", "True").await;
     wait_condition(&ctx.api::<Stream>(), "orders", "Ready", "True").await;
     wait_condition(&ctx.api::<Consumer>(), "worker", "Ready", "True").await;
+    wait_condition(&ctx.api::<WorkerPool>(), "workers", "Ready", "True").await;
+    ctx.api::<Deployment>().get("workers").await.expect("the pool's Deployment");
     support::wait_event(&ctx.client, &ctx.namespace, "worker", "Created").await;
+    let lease = ctx.api::<Lease>().get("jetway").await.expect("the leader Lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("rbac-test"));
     operator.stop().await;
 }

@@ -16,3 +16,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
+
+{{- define "jetway.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "jetway.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{- /* The external metrics API's Service; the APIService and the certificate name it. */ -}}
+{{- define "jetway.externalMetricsService" -}}
+{{ include "jetway.fullname" . | trunc 46 | trimSuffix "-" }}-external-metrics
+{{- end -}}

@@ -1,0 +1,278 @@
+//! The Helm charts: `helm lint`, `helm template` with representative values (and the
+//! values schema refusing bad ones), the Grafana dashboard against the metrics the
+//! processes really export, the pipeline chart against `examples/`, and `helm install`
+//! into the test ground's kube-apiserver with the result checked. helm is built from
+//! its Go module at the version pinned in hack/tools.env.
+
+mod support;
+
+use std::process::Output;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use serde_json::Value;
+use support::{EVENTUALLY, POLL, TestContext, wait_until};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jetway");
+const PIPELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jetway-pipeline");
+
+fn helm(args: &[&str]) -> Output {
+    std::process::Command::new(support::tools().path("helm")).args(args).output().expect("running helm")
+}
+
+/// `helm template` of `chart` with `--set` values: every object rendered.
+fn template(chart: &str, sets: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", "jw", chart, "--namespace", "ops"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let output = helm(&args);
+    assert!(output.status.success(), "helm template {sets:?}: {}", String::from_utf8_lossy(&output.stderr));
+    documents(&String::from_utf8(output.stdout).expect("utf-8"))
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    text.split("\n---")
+        .map(|document| document.trim().trim_start_matches("---").trim())
+        .filter(|document| document.lines().any(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty()))
+        .map(|document| serde_saphyr::from_str(document).unwrap_or_else(|e| panic!("{e}: {document}")))
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn only<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objects, kind);
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array()?;
+    env.iter().find(|e| e["name"] == name).map(|e| &e["value"])
+}
+
+#[test]
+fn both_charts_pass_helm_lint_strict() {
+    for chart in [CHART, PIPELINE] {
+        let output = helm(&["lint", "--strict", chart]);
+        assert!(output.status.success(), "{chart}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+#[test]
+fn the_default_install_is_two_hardened_replicas_with_the_external_metrics_api() {
+    let objects = template(CHART, &[]);
+    let deployment = only(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(
+        container["resources"]["requests"]["memory"].is_string()
+            && container["resources"]["limits"]["memory"].is_string()
+    );
+    assert_eq!(env(deployment, "JETWAY_LEADER_ELECT"), Some(&Value::from("true")));
+    assert!(env(deployment, "JETWAY_NAMESPACE").is_none(), "cluster scope watches every namespace");
+    assert!(env(deployment, "POD_NAME").is_some());
+
+    // The external metrics API: served by the leader, behind the APIService, with a
+    // certificate the APIService trusts.
+    let api_service = only(&objects, "APIService");
+    assert_eq!(api_service["metadata"]["name"], "v1beta1.external.metrics.k8s.io");
+    let secret = only(&objects, "Secret");
+    assert_eq!(api_service["spec"]["caBundle"], secret["data"]["ca.crt"]);
+    let services = of_kind(&objects, "Service");
+    let backend = services.iter().find(|s| s["metadata"]["name"] == api_service["spec"]["service"]["name"]).unwrap();
+    assert_eq!(backend["spec"]["selector"]["jetway.dev/leader"], "true");
+    assert_eq!(only(&objects, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    assert_eq!(only(&objects, "ClusterRole")["kind"], "ClusterRole");
+    let rules = only(&objects, "ClusterRole")["rules"].as_array().unwrap().clone();
+    let grants = |group: &str, resource: &str| {
+        rules
+            .iter()
+            .any(|r| r["apiGroups"][0] == group && r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+    };
+    assert!(grants("autoscaling", "horizontalpodautoscalers") && grants("apps", "deployments"));
+    assert!(!grants("", "pods"), "pods are patched only in the release's namespace, by the leader Role");
+}
+
+#[test]
+fn representative_values_render_what_they_ask_for() {
+    // Single-namespace mode: Roles only, and the operator told to watch one namespace.
+    let objects = template(CHART, &["scope=namespace", "externalMetrics.enabled=false"]);
+    assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
+    assert_eq!(env(only(&objects, "Deployment"), "JETWAY_NAMESPACE"), Some(&Value::from("ops")));
+    // KEDA or prometheus-adapter owns the APIService: none of it here.
+    assert!(of_kind(&objects, "APIService").is_empty() && of_kind(&objects, "Secret").is_empty());
+    assert!(env(only(&objects, "Deployment"), "JETWAY_EXTERNAL_METRICS_ADDR").is_none());
+
+    let objects = template(CHART, &["externalMetrics.certificate=cert-manager"]);
+    let api_service = only(&objects, "APIService");
+    assert_eq!(
+        api_service["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].as_str().unwrap().split('/').next(),
+        Some("ops")
+    );
+    assert!(api_service["spec"].get("caBundle").is_none());
+    assert_eq!(only(&objects, "Certificate")["spec"]["issuerRef"]["kind"], "Issuer");
+    assert_eq!(only(&objects, "Issuer")["spec"]["selfSigned"], serde_json::json!({}));
+
+    let objects = template(CHART, &["serviceMonitor.enabled=true", "grafanaDashboard.enabled=true", "replicaCount=1"]);
+    assert_eq!(only(&objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"], "http-metrics");
+    let dashboard = only(&objects, "ConfigMap");
+    let json: Value = serde_json::from_str(dashboard["data"]["jetway.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["uid"], "jetway-overview");
+    assert!(of_kind(&objects, "PodDisruptionBudget").is_empty(), "no PDB can hold a single replica");
+
+    let objects = template(CHART, &["nats.credsSecret=nats-creds", "nats.tlsSecret=nats-tls"]);
+    let deployment = only(&objects, "Deployment");
+    assert_eq!(env(deployment, "JETWAY_NATS_CREDS"), Some(&Value::from("/etc/jetway/nats-creds/creds")));
+    assert_eq!(env(deployment, "JETWAY_NATS_TLS_CA"), Some(&Value::from("/etc/jetway/nats-tls/ca.crt")));
+
+    // CRDs only: nothing but what crds/ holds (helm template leaves crds/ out).
+    assert!(template(CHART, &["crdsOnly=true"]).is_empty());
+    let output = helm(&["show", "crds", CHART]);
+    assert_eq!(documents(&String::from_utf8(output.stdout).unwrap()).len(), jetway::crds::all().len());
+}
+
+#[test]
+fn the_values_schema_refuses_bad_values_naming_them() {
+    let cases = [
+        ("scope=galaxy", "/scope"),
+        ("replicaCount=0", "/replicaCount"),
+        ("nats.url=localhost:4222", "/nats/url"),
+        ("lagInterval=soon", "/lagInterval"),
+        ("externalMetrics.certificate=vault", "/externalMetrics/certificate"),
+        ("replicaCont=2", "replicaCont"),
+    ];
+    for (set, named) in cases {
+        let output = helm(&["template", "jw", CHART, "--set", set]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{set} was accepted");
+        assert!(stderr.contains(named), "{set}: {stderr}");
+    }
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_the_operator_and_workers_export() {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{CHART}/dashboards/jetway.json")).unwrap()).unwrap();
+    // Families without a sample are not exported, so give every one a sample first.
+    let operator = jetway::metrics::Metrics::new();
+    let consumer = jetway::metrics::ConsumerLabels { namespace: "n".into(), stream: "S".into(), consumer: "c".into() };
+    operator.set_consumer(&consumer, &jetway::lag::ConsumerLag::default());
+    operator.set_stream(&jetway::metrics::StreamLabels { namespace: "n".into(), stream: "S".into() }, 1, 1);
+    operator.scaled("Activated");
+    operator.reconciled("Stream", 0.01, Some("Refused"));
+    let workers = jetway_workers::metrics::Metrics::new();
+    let worker = workers.for_loop("payment");
+    worker.processed(0.01);
+    worker.failed(0.01);
+    worker.dead_lettered(0.01);
+    let _in_flight = worker.in_flight();
+    let exported = operator.encode() + &workers.encode();
+    let families: Vec<&str> =
+        exported.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let names = regex::Regex::new(r"jetway_[a-z_]+").unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            for name in names.find_iter(target["expr"].as_str().unwrap()).map(|m| m.as_str()) {
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                assert!(families.contains(&family), "{} queries {name}, which nothing exports", panel["title"]);
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
+}
+
+#[test]
+fn the_pipeline_chart_declares_the_examples_streams_and_consumers() {
+    let rendered = template(PIPELINE, &[]);
+    let examples = ["streams.yaml", "consumers.yaml"]
+        .iter()
+        .flat_map(|file| {
+            documents(&std::fs::read_to_string(format!("{}/examples/base/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        })
+        .collect::<Vec<_>>();
+    for example in &examples {
+        let name = &example["metadata"]["name"];
+        let ours = rendered
+            .iter()
+            .find(|o| o["kind"] == example["kind"] && o["metadata"]["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} is not in the chart"));
+        let mut spec = ours["spec"].clone();
+        spec.as_object_mut().unwrap().remove("replicas");
+        assert_eq!(spec, example["spec"], "{name}");
+    }
+    let pools = of_kind(&rendered, "WorkerPool");
+    let consumers: Vec<_> = pools.iter().map(|p| p["spec"]["consumerRef"]["name"].as_str().unwrap()).collect();
+    assert_eq!(consumers, ["payment", "inventory", "audit-orders"]);
+    assert_eq!(only(&rendered, "Service")["metadata"]["name"], "intake");
+}
+
+#[tokio::test]
+async fn helm_install_into_the_test_ground_sets_up_crds_rbac_and_the_operator() {
+    let ctx = TestContext::new("helm").await;
+    let kubeconfig = ctx.kubeconfig.display().to_string();
+    let release = ctx.namespace.clone();
+    // The APIService is cluster-wide and this install runs no pods to serve it, so the
+    // KEDA-style install: everything else as in production.
+    let output = helm(&[
+        "install",
+        &release,
+        CHART,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        &ctx.namespace,
+        "--set",
+        "externalMetrics.enabled=false",
+        "--set",
+        "serviceMonitor.enabled=false",
+    ]);
+    assert!(output.status.success(), "helm install: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Jetway's own scaler"), "NOTES.txt is shown");
+
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    for crd in jetway::crds::all() {
+        let name = crd.metadata.name.unwrap();
+        wait_until(&format!("{name} Established"), EVENTUALLY, POLL, || async {
+            let conditions = crds.get(&name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+    let fullname = format!("{release}-jetway");
+    ctx.api::<ServiceAccount>().get(&fullname).await.expect("the ServiceAccount");
+    let role = Api::<ClusterRole>::all(ctx.client.clone()).get(&fullname).await.expect("the ClusterRole");
+    assert!(
+        role.rules.unwrap().iter().any(|r| r.resources.as_ref().is_some_and(|r| r.contains(&"workerpools".into())))
+    );
+    let binding = Api::<ClusterRoleBinding>::all(ctx.client.clone()).get(&fullname).await.expect("the binding");
+    assert_eq!(binding.subjects.unwrap()[0].name, fullname);
+    ctx.api::<Role>().get(&format!("{fullname}-leader")).await.expect("the leader Role");
+    ctx.api::<RoleBinding>().get(&format!("{fullname}-leader")).await.expect("the leader RoleBinding");
+    let deployment = ctx.api::<Deployment>().get(&fullname).await.expect("the Deployment");
+    assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+
+    let output = helm(&["uninstall", &release, "--kubeconfig", &kubeconfig, "--namespace", &ctx.namespace]);
+    assert!(output.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&output.stderr));
+    let crds_left = crds.get_opt("streams.jetway.dev").await.unwrap();
+    assert!(crds_left.is_some(), "helm never deletes CRDs from crds/, so custom resources survive an uninstall");
+}
