@@ -161,6 +161,12 @@ fn the_values_schema_refuses_bad_values_naming_them() {
         assert!(!output.status.success(), "{set} was accepted");
         assert!(stderr.contains(named), "{set}: {stderr}");
     }
+    // Two replicas without leader election would both write.
+    let output = helm(&["template", "jw", CHART, "--set", "leaderElection.enabled=false"]);
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("leaderElection.enabled"));
+    let single = template(CHART, &["leaderElection.enabled=false", "replicaCount=1"]);
+    let backend = of_kind(&single, "Service").into_iter().find(|s| s["spec"]["ports"][0]["port"] == 443).unwrap();
+    assert!(backend["spec"]["selector"].get("jetway.dev/leader").is_none(), "a single replica is not labelled");
 }
 
 #[test]
