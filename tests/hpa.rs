@@ -8,20 +8,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use jetway::api::workerpool::WorkerPool;
 use jetway::controller::Autoscaler;
 use jetway::extmetrics::Certificate;
 use jetway_testground::netns::NetNs;
 use jetway_testground::pki::{Ca, Usage};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
+use support::{EVENTUALLY, Operator, POLL, TestContext, deployment_replicas, wait_until};
 
 const API_SERVICE: &str = "v1beta1.external.metrics.k8s.io";
 const SERVICE: &str = "jetway-metrics";
@@ -81,16 +79,6 @@ async fn register(ctx: &TestContext, backend: std::net::Ipv4Addr, ca: &Ca) -> Re
 
 fn base64(bytes: &[u8]) -> String {
     serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap().as_str().unwrap().to_owned()
-}
-
-async fn deployment_replicas(ctx: &TestContext, name: &str, want: i32) {
-    let deployments = ctx.api::<Deployment>();
-    wait_until(&format!("{name} at {want} replicas"), EVENTUALLY, Duration::from_millis(50), || async {
-        let deployment = deployments.get_opt(name).await?;
-        Ok(deployment.filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(want)).map(|_| ()))
-    })
-    .await
-    .expect("the replicas");
 }
 
 /// Waits until the HPA wants `want` replicas; returns the metric value it read.
@@ -194,20 +182,10 @@ async fn an_hpa_scales_a_pool_on_pending_messages_through_the_aggregated_api_and
 
     // The consumer drains: the HPA comes down to 1, and after the cooldown Jetway
     // takes the pool to 0.
-    let stream = ctx.jetstream.get_stream(&name).await.unwrap();
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("payment").await.unwrap();
-    let mut batch = consumer.fetch().max_messages(45).messages().await.unwrap();
-    while let Some(message) = batch.next().await {
-        message.unwrap().double_ack().await.unwrap();
-    }
+    support::drain(&ctx, &name, "payment", 45).await;
     hpa_desired(&ctx, "payment", 1).await;
     deployment_replicas(&ctx, "payment", 0).await;
-    let status = wait_until("the pool's status to say why it went to 0", EVENTUALLY, POLL, || async {
-        let status = pools.get("payment").await?.status.unwrap_or_default();
-        Ok((status.last_scale_reason.as_deref() == Some("IdleAfterCooldown")).then_some(status))
-    })
-    .await
-    .unwrap();
+    let status = support::last_scale(&ctx, "payment", "IdleAfterCooldown").await;
     assert_eq!(status.desired_replicas, Some(0));
     operator.stop().await;
     forward.abort();

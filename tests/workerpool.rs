@@ -8,22 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use jetway::api::workerpool::WorkerPool;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use serde_json::json;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
-
-async fn deployment_replicas(ctx: &TestContext, name: &str, want: i32) -> Deployment {
-    let deployments = ctx.api::<Deployment>();
-    wait_until(&format!("{name} at {want} replicas"), EVENTUALLY, Duration::from_millis(50), || async {
-        let deployment = deployments.get_opt(name).await?;
-        Ok(deployment.filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(want)))
-    })
-    .await
-    .expect("the replicas")
-}
+use support::{EVENTUALLY, Operator, POLL, TestContext, deployment_replicas, wait_until};
 
 fn pool(name: &str, consumer: &str, autoscaling: serde_json::Value) -> WorkerPool {
     serde_json::from_value(json!({
@@ -71,19 +59,9 @@ async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_a
     assert!(status.pending_observed_at.is_some());
 
     // The workers drain the consumer; after the cooldown the pool goes back to 0.
-    let stream = ctx.jetstream.get_stream(&name).await.unwrap();
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("payment").await.unwrap();
-    let mut batch = consumer.fetch().max_messages(25).messages().await.unwrap();
-    while let Some(message) = batch.next().await {
-        message.unwrap().double_ack().await.unwrap();
-    }
+    support::drain(&ctx, &name, "payment", 25).await;
     deployment_replicas(&ctx, "payment", 0).await;
-    let status = wait_until("the pool's status to say why it went to 0", EVENTUALLY, POLL, || async {
-        let status = pools.get("payment").await?.status.unwrap_or_default();
-        Ok((status.last_scale_reason.as_deref() == Some("IdleAfterCooldown")).then_some(status))
-    })
-    .await
-    .unwrap();
+    let status = support::last_scale(&ctx, "payment", "IdleAfterCooldown").await;
     assert!(status.last_scale_time.is_some());
     let hpas = ctx.api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>();
     assert!(hpas.get_opt("payment").await.unwrap().is_none(), "no HPA beside another adapter's");

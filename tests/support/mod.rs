@@ -322,3 +322,38 @@ pub fn nack_examples() -> Vec<serde_json::Value> {
     }
     found
 }
+
+/// Takes and acknowledges `count` messages from the durable `consumer` on `stream`,
+/// as the pool's workers would.
+pub async fn drain(ctx: &TestContext, stream: &str, consumer: &str, count: usize) {
+    use futures::StreamExt;
+    let stream = ctx.jetstream.get_stream(stream).await.expect("the stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(consumer).await.expect("the consumer");
+    let mut batch = consumer.fetch().max_messages(count).messages().await.expect("a batch");
+    while let Some(message) = batch.next().await {
+        message.expect("a message").double_ack().await.expect("an ack");
+    }
+}
+
+/// Waits until the Deployment `name` asks for `want` replicas; returns it.
+pub async fn deployment_replicas(ctx: &TestContext, name: &str, want: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    let deployments = ctx.api::<k8s_openapi::api::apps::v1::Deployment>();
+    wait_until(&format!("{name} at {want} replicas"), EVENTUALLY, Duration::from_millis(50), || async {
+        let deployment = deployments.get_opt(name).await?;
+        Ok(deployment.filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(want)))
+    })
+    .await
+    .expect("the replicas")
+}
+
+/// Waits until the pool `name` reports `reason` as its last scale; returns its status.
+pub async fn last_scale(ctx: &TestContext, name: &str, reason: &str) -> jetway::api::workerpool::WorkerPoolStatus {
+    let pools = ctx.api::<jetway::api::workerpool::WorkerPool>();
+    wait_until(&format!("{name}'s last scale to be {reason}"), EVENTUALLY, POLL, || async {
+        let status = pools.get(name).await?.status.unwrap_or_default();
+        Ok((status.last_scale_reason.as_deref() == Some(reason)).then_some(status))
+    })
+    .await
+    .expect("the scale")
+}
