@@ -85,9 +85,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let mut leadership = match &config.leader_election {
         Some(election) => {
             election.label_pod(&kube, false).await.map_err(RunError::LabelPod)?;
-            let leadership = election.join(kube.clone()).await.map_err(RunError::LeaderElection)?;
+            let mut leadership = election.join(kube.clone()).await.map_err(RunError::LeaderElection)?;
             health.set_ready(true);
-            let mut leadership = leadership;
             tracing::info!(lease = %election.lease, identity = %election.identity, "waiting to lead");
             tokio::select! {
                 acquired = leadership.acquired() => if !acquired {
