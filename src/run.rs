@@ -64,7 +64,8 @@ pub enum RunError {
 }
 
 /// The kinds whose caches must be synced before the leader is ready.
-const KINDS: [&str; 4] = ["Stream", "Consumer", "NatsConnection", "WorkerPool"];
+const KINDS: [&str; 4] =
+    [controller::stream::KIND, controller::consumer::KIND, controller::connection::KIND, controller::workerpool::KIND];
 
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {

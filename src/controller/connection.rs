@@ -23,7 +23,7 @@ use crate::api::stream::Stream;
 use crate::connection::{probe, resolve};
 use crate::status::{Health, conditions};
 
-const KIND: &str = "NatsConnection";
+pub const KIND: &str = "NatsConnection";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {

@@ -29,7 +29,7 @@ use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
 use crate::plan::stream::OWNER_KEY;
 use crate::status::conditions;
 
-const KIND: &str = "Consumer";
+pub const KIND: &str = "Consumer";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {

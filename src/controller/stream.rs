@@ -24,7 +24,7 @@ use crate::jetstream::{self, StreamReport};
 use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream, released};
 use crate::status::conditions;
 
-const KIND: &str = "Stream";
+pub const KIND: &str = "Stream";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {

@@ -40,7 +40,7 @@ use crate::lag::Observation;
 use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision, ScaleInput};
 use crate::status::{Health, conditions};
 
-const KIND: &str = "WorkerPool";
+pub const KIND: &str = "WorkerPool";
 /// The label that selects a pool's pods.
 pub const POOL_LABEL: &str = "jetway.dev/pool";
 const AUTOSCALE_EVERY: Duration = Duration::from_secs(1);
@@ -60,8 +60,21 @@ struct PoolMemory {
     /// The last change of replicas, kept here because the pool a reconcile reads may
     /// predate the status write that recorded it.
     last_scale: Option<(Time, &'static str)>,
-    /// No HPA of this pool's is left from an earlier mode or spec.
-    no_hpa: bool,
+    hpa: HpaState,
+}
+
+/// What this process knows of a pool's HPA, so that it is written only when it would
+/// change (or once per resync, to revert edits), not on every one-second look.
+#[derive(Default)]
+enum HpaState {
+    #[default]
+    Unknown,
+    /// Deleted, or found missing: nothing left from an earlier mode or spec.
+    Absent,
+    Applied {
+        object: serde_json::Value,
+        at: Instant,
+    },
 }
 
 impl ScaleMemory {
@@ -92,10 +105,21 @@ impl ScaleMemory {
         self.pools.lock().expect("scale memory").get(key).and_then(|memory| memory.last_scale.clone())
     }
 
-    /// Records whether the pool is known to have no HPA; returns what was known.
-    fn set_no_hpa(&self, key: &str, no_hpa: bool) -> bool {
-        let mut pools = self.pools.lock().expect("scale memory");
-        std::mem::replace(&mut pools.entry(key.to_owned()).or_default().no_hpa, no_hpa)
+    fn set_hpa(&self, key: &str, state: HpaState) {
+        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().hpa = state;
+    }
+
+    fn hpa_absent(&self, key: &str) -> bool {
+        let pools = self.pools.lock().expect("scale memory");
+        pools.get(key).is_some_and(|memory| matches!(memory.hpa, HpaState::Absent))
+    }
+
+    /// Whether `object` is what was applied last, less than `fresh` ago.
+    fn hpa_applied(&self, key: &str, object: &serde_json::Value, fresh: Duration) -> bool {
+        let pools = self.pools.lock().expect("scale memory");
+        pools.get(key).is_some_and(|memory| {
+            matches!(&memory.hpa, HpaState::Applied { object: applied, at } if applied == object && at.elapsed() < fresh)
+        })
     }
 
     fn forget(&self, key: &str) {
@@ -171,26 +195,21 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
             (ready(decision.map_or(current, |d| d.replicas)), decision, Some((lag.pending, at)))
         }
     };
-    let hpa_desired = match (ctx.settings.autoscaler, &pool.spec.autoscaling) {
-        (Autoscaler::Hpa, Some(policy)) => match ctx.lag.names(&key_of(&namespace, consumer_name)) {
-            Some((stream, consumer)) => {
-                ctx.scale_memory.set_no_hpa(&key, false);
-                let hpa = apply_hpa(&pool, &ctx, policy, &stream, &consumer).await?;
-                hpa.status.map(|s| s.desired_replicas)
-            }
+    match (ctx.settings.autoscaler, &pool.spec.autoscaling) {
+        (Autoscaler::Hpa, Some(policy)) => {
             // Without the consumer's names there is nothing to select yet.
-            None => None,
-        },
-        _ => {
-            remove_hpa(&pool, &ctx, &key).await?;
-            None
+            if let Some((stream, consumer)) = ctx.lag.names(&key_of(&namespace, consumer_name)) {
+                apply_hpa(&pool, &ctx, &key, policy, &stream, &consumer).await?;
+            }
         }
-    };
+        _ => remove_hpa(&pool, &ctx, &key).await?,
+    }
 
     let mut status = WorkerPoolStatus {
         observed_generation: pool.metadata.generation,
         selector: Some(format!("{POOL_LABEL}={}", pool.name_any())),
-        desired_replicas: decision.map(|d| d.replicas).or(hpa_desired).or(Some(current)),
+        // Beside an HPA, the pool's replicas are the HPA's last decision (it writes them).
+        desired_replicas: decision.map(|d| d.replicas).or(Some(current)),
         pending: pending.map(|(p, _)| p).or(previous.pending),
         pending_observed_at: pending
             .map(|(_, at)| Time(crate::lag::read_at(at)))
@@ -290,18 +309,20 @@ async fn apply_deployment(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Re
         }),
         status: None,
     };
-    apply_owned(ctx, &namespace, &name, &deployment).await
+    apply_object(ctx, &namespace, &name, owned_object(&deployment)?).await
 }
 
 /// The pool's HPA: on the consumer's pending messages, through the external metrics
-/// API, scaling the pool itself (its `/scale`), between 1 and `maxReplicas`.
+/// API, scaling the pool itself (its `/scale`), between 1 and `maxReplicas`. Applied
+/// when it would change, and once per resync interval to revert edits.
 async fn apply_hpa(
     pool: &WorkerPool,
     ctx: &Context,
+    key: &str,
     policy: &Autoscaling,
     stream: &str,
     consumer: &str,
-) -> Result<HorizontalPodAutoscaler, ReconcileError> {
+) -> Result<(), ReconcileError> {
     let name = pool.name_any();
     let namespace = pool.namespace().unwrap_or_default();
     let selector =
@@ -335,23 +356,28 @@ async fn apply_hpa(
         }),
         status: None,
     };
-    apply_owned(ctx, &namespace, &name, &hpa).await
+    let object = owned_object(&hpa)?;
+    if ctx.scale_memory.hpa_applied(key, &object, ctx.settings.resync) {
+        return Ok(());
+    }
+    apply_object::<HorizontalPodAutoscaler>(ctx, &namespace, &name, object.clone()).await?;
+    ctx.scale_memory.set_hpa(key, HpaState::Applied { object, at: Instant::now() });
+    Ok(())
 }
 
 /// Deletes the pool's HPA, once per pool and process, where it should have none.
 async fn remove_hpa(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<(), ReconcileError> {
-    if ctx.scale_memory.set_no_hpa(key, true) {
+    if ctx.scale_memory.hpa_absent(key) {
         return Ok(());
     }
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     match api.delete(&pool.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => {
-            ctx.scale_memory.set_no_hpa(key, false);
-            Err(ReconcileError::Kube(err))
-        }
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => return Err(ReconcileError::Kube(err)),
     }
+    ctx.scale_memory.set_hpa(key, HpaState::Absent);
+    Ok(())
 }
 
 /// Name, namespace, the pool label and the pool as controlling owner.
@@ -365,20 +391,32 @@ fn owned_meta(pool: &WorkerPool) -> ObjectMeta {
     }
 }
 
+/// `object` as a server-side apply body: its fields, apiVersion and kind.
+fn owned_object<K>(object: &K) -> Result<serde_json::Value, ReconcileError>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    let mut value = serde_json::to_value(object).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    Ok(value)
+}
+
 /// Server-side applies `object` as Jetway, taking over fields others set.
-async fn apply_owned<K>(ctx: &Context, namespace: &str, name: &str, object: &K) -> Result<K, ReconcileError>
+async fn apply_object<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    object: serde_json::Value,
+) -> Result<K, ReconcileError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + serde::Serialize
         + serde::de::DeserializeOwned
         + Clone
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut value = serde_json::to_value(object).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
         .await
         .map_err(ReconcileError::Kube)
 }
