@@ -81,19 +81,30 @@ fn base64(bytes: &[u8]) -> String {
     serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap().as_str().unwrap().to_owned()
 }
 
-/// Waits until the HPA wants `want` replicas; returns the metric value it read.
-async fn hpa_desired(ctx: &TestContext, name: &str, want: i32) -> String {
+/// Waits until the HPA wants `want` replicas; returns why it could (its ScalingActive
+/// condition: reason and message). The metric value it reports is pending divided by
+/// the target's replicas at that moment, so it is not compared.
+async fn hpa_desired(ctx: &TestContext, name: &str, want: i32) -> (String, String) {
     let hpas = ctx.api::<HorizontalPodAutoscaler>();
     wait_until(&format!("the HPA to want {want}"), EVENTUALLY, POLL, || async {
         let status = hpas.get(name).await?.status.unwrap_or_default();
-        let value = status.current_metrics.unwrap_or_default().into_iter().find_map(|m| m.external).map(|e| {
-            let current = e.current;
-            current.average_value.or(current.value).map(|q| q.0).unwrap_or_default()
-        });
-        Ok((status.desired_replicas == want).then_some(value.unwrap_or_default()))
+        let active = status.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "ScalingActive");
+        let why = active.map(|c| (c.reason.unwrap_or_default(), c.message.unwrap_or_default())).unwrap_or_default();
+        Ok((status.desired_replicas == want).then_some(why))
     })
     .await
     .expect("the HPA's decision")
+}
+
+/// The pending messages the aggregation layer answers for the consumer, as the HPA
+/// controller asks for them.
+async fn aggregated_pending(ctx: &TestContext, consumer: &str) -> serde_json::Value {
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/nats_consumer_pending_messages?labelSelector=consumer%3D{consumer}",
+        ctx.namespace
+    );
+    let text = ctx.client.request_text(http::Request::get(path).body(Vec::new()).unwrap()).await.unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["items"][0]["value"].clone()
 }
 
 #[tokio::test]
@@ -172,10 +183,12 @@ async fn an_hpa_scales_a_pool_on_pending_messages_through_the_aggregated_api_and
     }
     deployment_replicas(&ctx, "payment", 1).await;
     let woke_after = appeared.elapsed();
-    let read = hpa_desired(&ctx, "payment", 5).await;
+    let (reason, message) = hpa_desired(&ctx, "payment", 5).await;
     deployment_replicas(&ctx, "payment", 5).await;
-    eprintln!("0 -> 1 after {woke_after:?}, the HPA read {read} and reached 5 after {:?}", appeared.elapsed());
-    assert_eq!(read, "45", "the metric the HPA read");
+    eprintln!("0 -> 1 after {woke_after:?}, the HPA reached 5 after {:?}", appeared.elapsed());
+    assert_eq!(reason, "ValidMetricFound", "{message}");
+    assert!(message.contains("external metric nats_consumer_pending_messages"), "{message}");
+    assert_eq!(aggregated_pending(&ctx, "payment").await, "45", "what the HPA reads through the aggregation layer");
     assert!(woke_after < Duration::from_secs(3), "woke after {woke_after:?}");
     let status = pools.get("payment").await.unwrap().status.unwrap_or_default();
     assert_eq!(status.last_scale_reason.as_deref(), Some("Activated"));
