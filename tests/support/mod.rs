@@ -300,9 +300,12 @@ pub async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// NACK's example manifests (`../shared/nack-examples`) with their apiVersion changed to
-/// Jetway's, leaving out the one with NACK's per-resource connection fields (the
-/// migration converter's case).
+/// Jetway's kinds among NACK's.
+pub const NACK_KINDS: [&str; 2] = ["Stream", "Consumer"];
+
+/// NACK's example manifests (`../shared/nack-examples`) of the kinds Jetway has, with
+/// their apiVersion changed to Jetway's, leaving out the one with NACK's per-resource
+/// connection fields (the migration converter's case).
 pub fn nack_examples() -> Vec<serde_json::Value> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nack-examples");
     let mut found = Vec::new();
@@ -314,7 +317,8 @@ pub fn nack_examples() -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&path).expect("readable");
         for document in text.split("\n---").filter(|d| !d.trim().trim_start_matches("---").trim().is_empty()) {
             let mut value: serde_json::Value = serde_saphyr::from_str(document).expect("YAML");
-            if value["spec"].get("servers").is_none() {
+            let known = NACK_KINDS.iter().any(|kind| value["kind"] == *kind);
+            if known && value["spec"].get("servers").is_none() {
                 value["apiVersion"] = serde_json::json!("jetway.dev/v1alpha1");
                 found.push(value);
             }
