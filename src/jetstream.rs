@@ -151,8 +151,39 @@ pub async fn put_consumer(
     let request = format!("CONSUMER.CREATE.{stream}.{name}");
     let body = serde_json::json!({"stream_name": stream, "config": config, "action": action});
     let response: Result<jetstream::response::Response<consumer::Info>, _> = js.request(request, &body).await;
+    let info = match response {
+        Ok(jetstream::response::Response::Ok(info)) => info,
+        Ok(jetstream::response::Response::Err { error }) => return Err(JetStreamError::refused(&error)),
+        Err(err) => return Err(JetStreamError::Unavailable(err.to_string())),
+    };
+    // An update keeps the consumer's pause as it is; only the pause request moves it.
+    if create || info.config.pause_until == config.pause_until {
+        return Ok(ConsumerReport::from(&info));
+    }
+    pause_consumer(js, stream, &name, config.pause_until).await?;
+    match observe_consumer(js, stream, &name).await? {
+        ConsumerLookup::Found(report) => Ok(*report),
+        _ => Err(JetStreamError::Unavailable(format!("the consumer {name} went away while it was paused"))),
+    }
+}
+
+/// Pauses the consumer until `until`, or resumes it (`None`).
+async fn pause_consumer(
+    js: &Context,
+    stream: &str,
+    name: &str,
+    until: Option<time::OffsetDateTime>,
+) -> Result<(), JetStreamError> {
+    #[derive(serde::Serialize)]
+    struct Pause {
+        #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+        pause_until: Option<time::OffsetDateTime>,
+    }
+    let request = format!("CONSUMER.PAUSE.{stream}.{name}");
+    let response: Result<jetstream::response::Response<serde_json::Value>, _> =
+        js.request(request, &Pause { pause_until: until }).await;
     match response {
-        Ok(jetstream::response::Response::Ok(info)) => Ok(ConsumerReport::from(&info)),
+        Ok(jetstream::response::Response::Ok(_)) => Ok(()),
         Ok(jetstream::response::Response::Err { error }) => Err(JetStreamError::refused(&error)),
         Err(err) => Err(JetStreamError::Unavailable(err.to_string())),
     }

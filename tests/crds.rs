@@ -57,6 +57,12 @@ async fn a_stream_with_bad_values_is_refused_naming_the_field() {
         (json!({"name": "has.dots"}), "spec.name"),
         (json!({"mirror": {"name": "origin"}, "subjects": ["a"]}), "spec.subjects"),
         (json!({"allowRollup": true, "denyPurge": true}), "spec.allowRollup"),
+        (json!({"maxAge": "6000000h"}), "spec.maxAge"),
+        (json!({"duplicateWindow": "2562048h"}), "spec.duplicateWindow"),
+        (
+            json!({"sources": [{"name": "a", "filterSubject": "x", "subjectTransforms": [{"source": "x", "dest": "y"}]}]}),
+            "spec.sources[0].filterSubject",
+        ),
     ] {
         let message = refusal(streams.create(&PostParams::default(), &stream(spec.clone())).await);
         assert!(message.contains(field), "{spec} is refused naming {field}: {message}");
@@ -81,12 +87,27 @@ async fn changes_the_server_would_refuse_are_refused_by_kubectl_apply_first() {
         ("deny-delete", json!({"denyDelete": true}), json!({"replicas": 1}), "spec.denyDelete"),
         ("persist", json!({"persistMode": "async"}), json!({"replicas": 1}), "spec.persistMode"),
         ("mirror", json!({}), json!({"mirror": {"name": "origin"}}), "spec.mirror"),
+        ("mirror-change", json!({"mirror": {"name": "origin"}}), json!({"mirror": {"name": "other"}}), "spec.mirror"),
+        ("first-sequence", json!({"firstSequence": 10}), json!({"firstSequence": 20}), "spec.firstSequence"),
+        ("first-sequence-added", json!({}), json!({"firstSequence": 20}), "spec.firstSequence"),
+        ("counter", json!({}), json!({"allowMsgCounter": true}), "spec.allowMsgCounter"),
+        ("counter-off", json!({"allowMsgCounter": true}), json!({"replicas": 1}), "spec.allowMsgCounter"),
+        (
+            "schedules",
+            json!({"allowMsgSchedules": true}),
+            json!({"allowMsgSchedules": false}),
+            "spec.allowMsgSchedules",
+        ),
     ] {
         streams.patch(name, &params, &Patch::Apply(manifest(name, before))).await.expect("the first apply");
         let message = refusal(streams.patch(name, &params, &Patch::Apply(manifest(name, after.clone()))).await);
         assert!(message.contains(field), "{after} is refused naming {field}: {message}");
     }
-    // Changes the server accepts go through.
+    // Changes the server accepts go through: removing a mirror makes it an ordinary stream.
+    streams
+        .patch("mirror-change", &params, &Patch::Apply(manifest("mirror-change", json!({"replicas": 1}))))
+        .await
+        .expect("promoted");
     streams
         .patch("storage", &params, &Patch::Apply(manifest("storage", json!({"storage": "file", "replicas": 1}))))
         .await

@@ -48,6 +48,14 @@ use super::stream::{AdoptionPolicy, DeletionPolicy, LocalRef};
         .message("replayPolicy cannot change once the consumer exists")
         .field_path(".replayPolicy")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("(has(self.heartbeatInterval) ? self.heartbeatInterval : '0s') == (has(oldSelf.heartbeatInterval) ? oldSelf.heartbeatInterval : '0s')")
+        .message("heartbeatInterval cannot change once the consumer exists")
+        .field_path(".heartbeatInterval")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("(has(self.memStorage) && self.memStorage) == (has(oldSelf.memStorage) && oldSelf.memStorage)")
+        .message("memStorage cannot change once the consumer exists")
+        .field_path(".memStorage")
+        .reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.deliverSubject) == has(oldSelf.deliverSubject)")
         .message("a pull consumer cannot become a push consumer, nor the other way round")
         .field_path(".deliverSubject")

@@ -72,7 +72,11 @@ impl FromStr for GoDuration {
             nanos = nanos.checked_add(part).ok_or_else(|| error("it is too large"))?;
             rest = after;
         }
-        let nanos = u64::try_from(nanos).map_err(|_| error("it is too large"))?;
+        // Go's durations, and so the server's, end at i64::MAX nanoseconds (about 292 years).
+        let nanos = u64::try_from(nanos)
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .ok_or_else(|| error("it is longer than 2562047h, the longest the server knows"))?;
         Ok(Self(Duration::from_nanos(nanos)))
     }
 }
@@ -127,6 +131,12 @@ impl JsonSchema for GoDuration {
         schemars::json_schema!({
             "type": "string",
             "pattern": r"^(0|\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$",
+            "maxLength": 64,
+            // CEL parses durations as Go does, so one too long for the server is refused too.
+            "x-kubernetes-validations": [{
+                "rule": "duration(self) >= duration('0s')",
+                "message": "must be a duration of at most 2562047h, the longest the server knows",
+            }],
         })
     }
 }
@@ -178,6 +188,16 @@ mod tests {
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(problem), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_end_where_go_durations_end() {
+        assert_eq!(parse("2562047h"), Ok(Duration::from_secs(2_562_047 * 3600)));
+        assert_eq!(parse("9223372036854775807ns"), Ok(Duration::from_nanos(i64::MAX as u64)));
+        for text in ["9223372036854775808ns", "2562048h", "6000000h"] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains("longer than 2562047h"), "{text}: {err}");
         }
     }
 

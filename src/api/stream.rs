@@ -39,9 +39,21 @@ use super::GoDuration;
         .message("retention cannot change to or from workqueue once the stream exists")
         .field_path(".retention")
         .reason(Reason::FieldValueForbidden),
-    validation = Rule::new("has(self.mirror) == has(oldSelf.mirror)")
-        .message("a mirror cannot be added to or removed from an existing stream")
+    validation = Rule::new("!has(self.mirror) || (has(oldSelf.mirror) && self.mirror == oldSelf.mirror)")
+        .message("a mirror cannot be added to an existing stream, nor changed; it can only be removed, which makes the stream an ordinary one")
         .field_path(".mirror")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("(has(self.firstSequence) ? self.firstSequence : 0) == (has(oldSelf.firstSequence) ? oldSelf.firstSequence : 0)")
+        .message("firstSequence only takes effect when the stream is created and cannot change")
+        .field_path(".firstSequence")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("(has(self.allowMsgCounter) && self.allowMsgCounter) == (has(oldSelf.allowMsgCounter) && oldSelf.allowMsgCounter)")
+        .message("a stream cannot become a counter, nor stop being one, once it exists")
+        .field_path(".allowMsgCounter")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!(has(oldSelf.allowMsgSchedules) && oldSelf.allowMsgSchedules) || (has(self.allowMsgSchedules) && self.allowMsgSchedules)")
+        .message("message schedules cannot be turned off once allowed")
+        .field_path(".allowMsgSchedules")
         .reason(Reason::FieldValueForbidden),
     validation = Rule::new("!(has(oldSelf.sealed) && oldSelf.sealed) || (has(self.sealed) && self.sealed)")
         .message("a sealed stream cannot be unsealed")
@@ -285,6 +297,11 @@ pub struct Placement {
 /// Another stream to copy messages from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.filterSubject) || !has(self.subjectTransforms) || size(self.subjectTransforms) == 0",
+    "message": "set filterSubject or subjectTransforms, not both: a transform's source filters already",
+    "fieldPath": ".filterSubject",
+}]))]
 pub struct StreamSource {
     /// The origin stream's name.
     #[schemars(length(min = 1))]

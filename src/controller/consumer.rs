@@ -25,7 +25,7 @@ use crate::api::stream::DeletionPolicy;
 use crate::deadletter::Target;
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
 use crate::lag::Watched;
-use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
+use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer, rewritten};
 use crate::plan::stream::OWNER_KEY;
 use crate::status::conditions;
 
@@ -57,7 +57,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         Ok(desired) => match ctx.connection(&namespace, consumer.spec.connection_ref.as_ref(), &key).await {
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
-                let (report, outcome) = converge(&desired, &pooled.jetstream, &ctx).await;
+                let (report, outcome) = converge(&consumer, &desired, &pooled.jetstream, &ctx).await;
                 let outcome = outcome.map_err(|e| e.explained(&pooled));
                 connection = Some(pooled);
                 (report, outcome)
@@ -106,16 +106,25 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     ctx.next(&key, outcome)
 }
 
+/// Observe, plan and execute, against the server's own form of this spec when it
+/// answered it before.
 async fn converge(
+    consumer: &Consumer,
     desired: &DesiredConsumer,
     js: &async_nats::jetstream::Context,
     ctx: &Context,
 ) -> (Option<ConsumerReport>, Result<Done, ReconcileError>) {
+    let key = key(consumer);
     let observed = match jetstream::observe_consumer(js, &desired.stream, desired.name()).await {
         Ok(ConsumerLookup::Found(report)) => Some(*report),
         Ok(ConsumerLookup::Missing) => None,
         Ok(ConsumerLookup::NoStream) => return (None, Err(ReconcileError::StreamNotFound(desired.stream.clone()))),
         Err(err) => return (None, Err(err.into())),
+    };
+    let sent = &desired.config;
+    let desired = &match ctx.consumer_answers.stored_form(&key, sent) {
+        Some(config) => DesiredConsumer { config, ..desired.clone() },
+        None => desired.clone(),
     };
     let plan = plan_consumer(desired, observed.as_ref().map(|r| &r.observed));
     if ctx.settings.observe_only {
@@ -145,7 +154,16 @@ async fn converge(
         ConsumerPlan::AdoptionRefused => return (observed, Err(ReconcileError::AdoptionRefused("consumer"))),
     };
     match result {
-        Ok((report, done)) => (Some(report), Ok(done)),
+        Ok((report, done)) => {
+            let answer = &report.observed.config;
+            let rewritten = rewritten(desired, sent, answer);
+            if !rewritten.is_empty() {
+                let note = describe("the server stored the consumer in its own form", &rewritten);
+                ctx.event(consumer, false, "ServerRewrote", note).await;
+            }
+            ctx.consumer_answers.remember(&key, sent, answer);
+            (Some(report), Ok(done))
+        }
         Err(err) => (observed, Err(err.into())),
     }
 }
@@ -165,6 +183,7 @@ async fn apply_deletion_policy(
     js: &async_nats::jetstream::Context,
 ) -> Result<Action, ReconcileError> {
     let key = key(consumer);
+    ctx.consumer_answers.forget(&key);
     ctx.dead_letters.ensure(&key, None);
     ctx.lag.forget(&key);
     let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);

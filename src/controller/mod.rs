@@ -2,6 +2,7 @@
 //! This module holds what they share: the context, error classification, backoff,
 //! requeue timing and status writes.
 
+mod answers;
 pub mod connection;
 pub mod consumer;
 mod error;
@@ -101,6 +102,9 @@ pub struct Context {
     pub scale_memory: workerpool::ScaleMemory,
     /// The kinds whose controllers have listed everything they watch.
     pub synced: CacheSync,
+    /// What the server made of the stream and consumer configurations sent to it.
+    pub stream_answers: answers::Answers<async_nats::jetstream::stream::Config>,
+    pub consumer_answers: answers::Answers<async_nats::jetstream::consumer::Config>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -126,6 +130,8 @@ impl Context {
             lag,
             scale_memory: Default::default(),
             synced: CacheSync::default(),
+            stream_answers: Default::default(),
+            consumer_answers: Default::default(),
             recorder,
             failures: Mutex::default(),
         }

@@ -21,7 +21,7 @@ use super::{Context, Done, ReconcileError, describe, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
 use crate::jetstream::{self, StreamReport};
-use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream, released};
+use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream, released, rewritten, without_server_metadata};
 use crate::status::conditions;
 
 pub const KIND: &str = "Stream";
@@ -46,7 +46,7 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
         Ok(desired) => match ctx.connection(&namespace, stream.spec.connection_ref.as_ref(), &key).await {
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
-                let (report, outcome) = converge(&desired, &pooled.jetstream, ctx).await;
+                let (report, outcome) = converge(stream, &desired, &pooled.jetstream, ctx).await;
                 (report, outcome.map_err(|e| e.explained(&pooled)))
             }
         },
@@ -71,14 +71,23 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
 }
 
 /// Observe, plan and execute; the report is the server's latest word on the stream.
+/// Planned against the server's own form of this spec when it answered it before.
 async fn converge(
+    stream: &Stream,
     desired: &DesiredStream,
     js: &async_nats::jetstream::Context,
     ctx: &Context,
 ) -> (Option<StreamReport>, Result<Done, ReconcileError>) {
+    let key = key(stream);
     let report = match jetstream::observe_stream(js, desired.name()).await {
         Ok(report) => report,
         Err(err) => return (None, Err(err.into())),
+    };
+    let sent = &desired.config;
+    let stored = ctx.stream_answers.stored_form(&key, sent);
+    let desired = &match stored {
+        Some(config) => DesiredStream { config, ..desired.clone() },
+        None => desired.clone(),
     };
     let plan = plan_stream(desired, report.as_ref().map(|r| &r.observed));
     if ctx.settings.observe_only {
@@ -93,7 +102,7 @@ async fn converge(
     }
     let result = match plan {
         StreamPlan::InSync => return (report, Ok(Done::InSync)),
-        StreamPlan::Create { config } => jetstream::create_stream(js, config).await.map(|r| (r, Done::Created)),
+        StreamPlan::Create { config } => create(js, config, &desired.config).await.map(|r| (r, Done::Created)),
         StreamPlan::Update { config, changes, adopting } => jetstream::update_stream(js, config)
             .await
             .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) })),
@@ -102,9 +111,32 @@ async fn converge(
         StreamPlan::AdoptionRefused => return (report, Err(ReconcileError::AdoptionRefused("stream"))),
     };
     match result {
-        Ok((report, done)) => (Some(report), Ok(done)),
+        Ok((report, done)) => {
+            let answer = without_server_metadata(&report.observed.config);
+            let rewritten = rewritten(sent, &answer);
+            if !rewritten.is_empty() {
+                let note = describe("the server stored the stream in its own form", &rewritten);
+                ctx.event(stream, false, "ServerRewrote", note).await;
+            }
+            ctx.stream_answers.remember(&key, sent, &answer);
+            (Some(report), Ok(done))
+        }
         Err(err) => (report, Err(err.into())),
     }
+}
+
+/// Creates the stream; one to be sealed is created open and sealed at once, since
+/// the server refuses to create a sealed stream.
+async fn create(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+    desired: &async_nats::jetstream::stream::Config,
+) -> Result<StreamReport, jetstream::JetStreamError> {
+    let report = jetstream::create_stream(js, config).await?;
+    if !desired.sealed {
+        return Ok(report);
+    }
+    jetstream::update_stream(js, desired.clone()).await
 }
 
 /// Applies the deletion policy to a stream this object owns; streams it does not
@@ -121,6 +153,7 @@ async fn apply_deletion_policy(
     js: &async_nats::jetstream::Context,
 ) -> Result<Action, ReconcileError> {
     let key = key(stream);
+    ctx.stream_answers.forget(&key);
     let name = stream.spec.name.clone().unwrap_or_else(|| stream.name_any());
     let policy = stream.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only {

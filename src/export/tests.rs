@@ -107,7 +107,8 @@ fn a_consumer_exports_every_field_the_server_reports_and_adopts_without_changes(
         name: Some("payment".into()),
         deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: 7 },
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // As the server reports it: with a backoff, the ack wait is its first step.
+        ack_wait: Duration::from_secs(1),
         max_deliver: 5,
         backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
         filter_subject: "orders.created.v1".into(),

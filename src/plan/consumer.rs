@@ -10,7 +10,8 @@ use async_nats::jetstream::consumer::{self as js, Config};
 use serde_json::{Map, Value};
 
 use super::stream::OWNER_KEY;
-use super::{FieldChange, Violation};
+use super::{FieldChange, Rule, Violation, parse_time};
+use crate::api::GoDuration;
 use crate::api::consumer::{self as api, ConsumerSpec};
 use crate::api::stream::AdoptionPolicy;
 
@@ -43,14 +44,6 @@ pub enum ConsumerPlan {
     AdoptionRefused,
 }
 
-#[derive(Clone, Copy)]
-enum Rule {
-    Mutable,
-    Fixed(&'static str),
-    /// The server refuses some changes: returns why, for (server value, desired value).
-    Refuse(fn(&Value, &Value) -> Option<&'static str>),
-}
-
 /// (server key, spec path, rule). The server's JSON keys a spec field stands for.
 const FIELDS: &[(&str, &str, Rule)] = &[
     ("description", "spec.description", Rule::Mutable),
@@ -70,7 +63,11 @@ const FIELDS: &[(&str, &str, Rule)] = &[
     ("max_waiting", "spec.maxWaiting", Rule::Fixed("maxWaiting cannot change once the consumer exists")),
     ("headers_only", "spec.headersOnly", Rule::Mutable),
     ("flow_control", "spec.flowControl", Rule::Fixed("flowControl cannot change once the consumer exists")),
-    ("idle_heartbeat", "spec.heartbeatInterval", Rule::Mutable),
+    (
+        "idle_heartbeat",
+        "spec.heartbeatInterval",
+        Rule::Fixed("heartbeatInterval cannot change once the consumer exists"),
+    ),
     ("deliver_subject", "spec.deliverSubject", Rule::Refuse(push_pull_switch)),
     ("deliver_group", "spec.deliverGroup", Rule::Mutable),
     ("max_batch", "spec.maxRequestBatch", Rule::Mutable),
@@ -78,7 +75,7 @@ const FIELDS: &[(&str, &str, Rule)] = &[
     ("max_bytes", "spec.maxRequestMaxBytes", Rule::Mutable),
     ("inactive_threshold", "spec.inactiveThreshold", Rule::Mutable),
     ("num_replicas", "spec.replicas", Rule::Mutable),
-    ("mem_storage", "spec.memStorage", Rule::Mutable),
+    ("mem_storage", "spec.memStorage", Rule::Fixed("memStorage cannot change once the consumer exists")),
     ("metadata", "spec.metadata", Rule::Mutable),
     ("pause_until", "spec.pauseUntil", Rule::Mutable),
     ("priority_policy", "spec.priorityPolicy", Rule::Mutable),
@@ -90,12 +87,6 @@ fn push_pull_switch(from: &Value, to: &Value) -> Option<&'static str> {
     (from.is_null() != to.is_null()).then_some("a pull consumer cannot become a push consumer, nor the other way round")
 }
 
-fn parse_time(text: &str, field: &str, violations: &mut Vec<Violation>) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| violations.push(Violation::new(field, format!("{text:?} is not an RFC 3339 time"))))
-        .ok()
-}
-
 impl DesiredConsumer {
     pub fn from_spec(spec: &ConsumerSpec, object_name: &str, owner: &str) -> Result<Self, Vec<Violation>> {
         let mut violations = Vec::new();
@@ -105,12 +96,15 @@ impl DesiredConsumer {
                 managed.insert(key);
             }
         };
+        // Zero asks for the server's default, which depends on the stream and the ack
+        // policy: the server chooses, as for an unset field.
+        let nonzero = |d: Option<GoDuration>| d.is_some_and(|d| !d.0.is_zero());
         set("description", spec.description.is_some());
         set("deliver_policy", spec.deliver_policy.is_some());
         set("opt_start_seq", spec.opt_start_seq.is_some());
         set("opt_start_time", spec.opt_start_time.is_some());
         set("ack_policy", spec.ack_policy.is_some());
-        set("ack_wait", spec.ack_wait.is_some());
+        set("ack_wait", nonzero(spec.ack_wait));
         set("max_deliver", spec.max_deliver.is_some());
         set("backoff", spec.backoff.is_some());
         set("filter_subject", spec.filter_subject.is_some());
@@ -118,8 +112,8 @@ impl DesiredConsumer {
         set("replay_policy", spec.replay_policy.is_some());
         set("rate_limit_bps", spec.rate_limit_bps.is_some());
         set("sample_freq", spec.sample_freq.is_some());
-        set("max_ack_pending", spec.max_ack_pending.is_some());
-        set("max_waiting", spec.max_waiting.is_some());
+        set("max_ack_pending", spec.max_ack_pending.is_some_and(|n| n != 0));
+        set("max_waiting", spec.max_waiting.is_some_and(|n| n != 0));
         set("headers_only", spec.headers_only.is_some());
         set("flow_control", spec.flow_control.is_some());
         set("idle_heartbeat", spec.heartbeat_interval.is_some());
@@ -128,13 +122,13 @@ impl DesiredConsumer {
         set("max_batch", spec.max_request_batch.is_some());
         set("max_expires", spec.max_request_expires.is_some());
         set("max_bytes", spec.max_request_max_bytes.is_some());
-        set("inactive_threshold", spec.inactive_threshold.is_some());
+        set("inactive_threshold", nonzero(spec.inactive_threshold));
         set("num_replicas", spec.replicas.is_some());
         set("mem_storage", spec.mem_storage.is_some());
         set("metadata", spec.metadata.is_some());
         set("pause_until", spec.pause_until.is_some());
         set("priority_policy", spec.priority_policy.is_some());
-        set("priority_timeout", spec.pinned_ttl.is_some());
+        set("priority_timeout", nonzero(spec.pinned_ttl));
         set("priority_groups", spec.priority_groups.is_some());
 
         let durable = spec.durable_name.clone().unwrap_or_else(|| object_name.to_owned());
@@ -180,8 +174,16 @@ impl DesiredConsumer {
                 Some(api::AckPolicy::All) => js::AckPolicy::All,
                 Some(api::AckPolicy::None) => js::AckPolicy::None,
             },
-            ack_wait: spec.ack_wait.map(|d| d.0).unwrap_or_default(),
-            max_deliver: spec.max_deliver.unwrap_or_default(),
+            // With a backoff the server waits its first step for the first ack.
+            ack_wait: spec
+                .backoff
+                .as_ref()
+                .and_then(|b| b.first())
+                .or(spec.ack_wait.as_ref())
+                .map(|d| d.0)
+                .unwrap_or_default(),
+            // 0 and unset both mean unlimited, which the server writes as -1.
+            max_deliver: spec.max_deliver.filter(|n| *n > 0).unwrap_or(-1),
             filter_subject: spec.filter_subject.clone().unwrap_or_default(),
             filter_subjects: spec.filter_subjects.clone().unwrap_or_default(),
             replay_policy: match spec.replay_policy {
@@ -240,10 +242,17 @@ fn json(config: &Config) -> Map<String, Value> {
 
 /// A value as compared: absent, null, false, 0, "" and empty collections are one,
 /// and only the user's metadata keys count.
-fn comparable(key: &str, value: Option<&Value>) -> Value {
+pub fn comparable(key: &str, value: Option<&Value>) -> Value {
     let mut value = value.cloned().unwrap_or(Value::Null);
     if let (Value::Object(map), "metadata") = (&mut value, key) {
         map.retain(|k, _| !k.starts_with("jetway.dev/") && !k.starts_with(SERVER_METADATA_PREFIX));
+    }
+    if matches!(key, "pause_until" | "opt_start_time") {
+        // One instant, whatever offset it was written with.
+        let utc = value.as_str().and_then(|text| parse_time(text, key, &mut Vec::new()));
+        if let Some(Ok(text)) = utc.map(|t| t.format(&time::format_description::well_known::Rfc3339)) {
+            value = Value::String(text);
+        }
     }
     let empty = match &value {
         Value::Null => true,
@@ -262,6 +271,32 @@ fn previously_managed(config: &Config) -> BTreeSet<String> {
         .get(MANAGED_KEY)
         .map(|list| list.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+/// The consumer fields as (server key, spec path), in the planner's order.
+pub fn fields() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIELDS.iter().map(|(key, spec, _)| (*key, *spec))
+}
+
+/// Why the server refuses changing the consumer field `key` from `from` to `to`
+/// (server JSON values), if the planner believes it does.
+pub fn refusal(key: &str, from: &Value, to: &Value) -> Option<&'static str> {
+    let (_, _, rule) = FIELDS.iter().find(|(k, ..)| *k == key)?;
+    rule.judge(&comparable(key, Some(from)), &comparable(key, Some(to)))
+}
+
+/// The fields the spec sets that the server stored otherwise than `sent` asked, as
+/// changes from the spec's value to the server's.
+pub fn rewritten(desired: &DesiredConsumer, sent: &Config, stored: &Config) -> Vec<FieldChange> {
+    let (asked, kept) = (json(sent), json(stored));
+    FIELDS
+        .iter()
+        .filter(|(key, ..)| desired.managed.contains(key))
+        .filter_map(|(key, spec, _)| {
+            let (from, to) = (comparable(key, asked.get(*key)), comparable(key, kept.get(*key)));
+            (from != to).then(|| FieldChange { field: spec, from: from.to_string(), to: to.to_string() })
+        })
+        .collect()
 }
 
 /// What to do to make the server's consumer match `desired`.
@@ -286,12 +321,7 @@ pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsum
             if to == from {
                 continue;
             }
-            let refusal = match rule {
-                Rule::Mutable => None,
-                Rule::Fixed(why) => Some(*why),
-                Rule::Refuse(check) => check(&from, &to),
-            };
-            if let Some(why) = refusal {
+            if let Some(why) = rule.judge(&from, &to) {
                 violations.push(Violation::new(
                     *spec,
                     format!("{why} (the server has {from}, the spec asks for {to}); nothing was changed"),
@@ -303,7 +333,7 @@ pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsum
                 Some(value) => update.insert((*key).to_owned(), value.clone()),
                 None => update.remove(*key),
             };
-        } else if before.contains(*key) && !matches!(rule, Rule::Fixed(_) | Rule::Refuse(_)) {
+        } else if before.contains(*key) && matches!(rule, Rule::Mutable) {
             // Set before, unset now: leave it to the server's default.
             changes.push(FieldChange { field: spec, from: from.to_string(), to: "the server's default".into() });
             update.remove(*key);

@@ -7,6 +7,8 @@ pub mod stream;
 
 use std::fmt;
 
+use serde_json::Value;
+
 /// One field the plan changes on the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldChange {
@@ -40,5 +42,40 @@ impl fmt::Display for Violation {
 impl Violation {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// An RFC 3339 time, in UTC as the server stores it; a violation at `field` otherwise.
+pub(crate) fn parse_time(text: &str, field: &str, violations: &mut Vec<Violation>) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+        .map_err(|_| violations.push(Violation::new(field, format!("{text:?} is not an RFC 3339 time"))))
+        .ok()
+}
+
+/// How the server judges a change of one field.
+#[derive(Clone, Copy)]
+pub enum Rule {
+    Mutable,
+    /// The server refuses any change.
+    Fixed(&'static str),
+    /// Once turned on, the server refuses to turn it off.
+    OneWay(&'static str),
+    /// The server refuses some changes: returns why, for (server value, desired value).
+    Refuse(fn(&Value, &Value) -> Option<&'static str>),
+}
+
+impl Rule {
+    /// Why the server would refuse changing `from` (its value) to `to`, if it would.
+    pub fn judge(self, from: &Value, to: &Value) -> Option<&'static str> {
+        if from == to {
+            return None;
+        }
+        match self {
+            Self::Mutable => None,
+            Self::Fixed(why) => Some(why),
+            Self::OneWay(why) => (from == &Value::Bool(true)).then_some(why),
+            Self::Refuse(check) => check(from, to),
+        }
     }
 }

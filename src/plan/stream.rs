@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{self as js, Config};
 use serde_json::{Value, json};
 
-use super::{FieldChange, Violation};
+use super::{FieldChange, Rule, Violation, parse_time};
 use crate::api::stream::{self as api, AdoptionPolicy, StreamSpec};
 
 /// The metadata key that marks a stream as managed by one `Stream` object.
@@ -28,6 +28,9 @@ pub struct DesiredStream {
     /// `<namespace>/<name>` of the object that declares it.
     pub owner: String,
     pub adoption: AdoptionPolicy,
+    /// Server keys whose value the server chooses for this spec: never compared, and
+    /// sent back as the server has them.
+    pub server_chosen: Vec<&'static str>,
 }
 
 /// What the server reported about the stream.
@@ -62,20 +65,6 @@ pub enum StreamPlan {
     AdoptionRefused,
 }
 
-/// How a change of one field is judged.
-#[derive(Clone, Copy)]
-enum Rule {
-    Mutable,
-    /// The server refuses any change.
-    Fixed(&'static str),
-    /// Given once, at creation; never compared afterwards.
-    CreateOnly,
-    /// Once turned on, the server refuses to turn it off.
-    OneWay(&'static str),
-    /// The server refuses some changes: returns why, for (server value, desired value).
-    Refuse(fn(&Value, &Value) -> Option<&'static str>),
-}
-
 struct Field {
     /// The key in the server's configuration JSON.
     key: &'static str,
@@ -88,6 +77,11 @@ struct Field {
 
 const fn field(key: &'static str, spec: &'static str, default: &'static str, rule: Rule) -> Field {
     Field { key, spec, default, rule }
+}
+
+/// A mirror can be removed (the stream becomes an ordinary one), never added or changed.
+fn mirror_change(_from: &Value, to: &Value) -> Option<&'static str> {
+    (!to.is_null()).then_some("a mirror cannot be added to an existing stream, nor changed; it can only be removed")
 }
 
 fn workqueue_either_side(from: &Value, to: &Value) -> Option<&'static str> {
@@ -111,7 +105,7 @@ const FIELDS: &[Field] = &[
     field("no_ack", "spec.noAck", "false", Rule::Mutable),
     field("duplicate_window", "spec.duplicateWindow", "120000000000", Rule::Mutable),
     field("placement", "spec.placement", "null", Rule::Mutable),
-    field("mirror", "spec.mirror", "null", Rule::Fixed("the mirror of an existing stream cannot change")),
+    field("mirror", "spec.mirror", "null", Rule::Refuse(mirror_change)),
     field("sources", "spec.sources", "[]", Rule::Mutable),
     field("sealed", "spec.sealed", "false", Rule::OneWay("a sealed stream cannot be unsealed")),
     field("deny_delete", "spec.denyDelete", "false", Rule::OneWay("denying deletes cannot be turned off")),
@@ -125,7 +119,14 @@ const FIELDS: &[Field] = &[
     field("subject_transform", "spec.subjectTransform", "null", Rule::Mutable),
     field("compression", "spec.compression", r#""none""#, Rule::Mutable),
     field("consumer_limits", "spec.consumerLimits", "null", Rule::Mutable),
-    field("first_seq", "spec.firstSequence", "null", Rule::CreateOnly),
+    field(
+        "first_seq",
+        "spec.firstSequence",
+        "0",
+        Rule::Fixed(
+            "firstSequence only takes effect when the stream is created; the server would keep it and ignore it",
+        ),
+    ),
     field(
         "persist_mode",
         "spec.persistMode",
@@ -140,8 +141,18 @@ const FIELDS: &[Field] = &[
     ),
     field("subject_delete_marker_ttl", "spec.subjectDeleteMarkerTtl", "null", Rule::Mutable),
     field("allow_atomic", "spec.allowAtomicPublish", "false", Rule::Mutable),
-    field("allow_msg_schedules", "spec.allowMsgSchedules", "false", Rule::Mutable),
-    field("allow_msg_counter", "spec.allowMsgCounter", "false", Rule::Mutable),
+    field(
+        "allow_msg_schedules",
+        "spec.allowMsgSchedules",
+        "false",
+        Rule::OneWay("message schedules cannot be turned off once allowed"),
+    ),
+    field(
+        "allow_msg_counter",
+        "spec.allowMsgCounter",
+        "false",
+        Rule::Fixed("a stream cannot become a counter, nor stop being one, once it exists"),
+    ),
     field("allow_batched", "spec.allowBatched", "false", Rule::Mutable),
 ];
 
@@ -152,7 +163,7 @@ impl DesiredStream {
         let mut violations = Vec::new();
         let name = spec.name.clone().unwrap_or_else(|| object_name.to_owned());
         let max_age = spec.max_age.map(|d| d.0).unwrap_or_default();
-        let duplicate_window = match spec.duplicate_window {
+        let duplicate_window = match spec.duplicate_window.filter(|w| !w.0.is_zero()) {
             Some(window) => window.0,
             None if !max_age.is_zero() && max_age < DEFAULT_DUPLICATE_WINDOW => max_age,
             None => DEFAULT_DUPLICATE_WINDOW,
@@ -163,9 +174,6 @@ impl DesiredStream {
         }
         if spec.allow_rollup == Some(true) && spec.deny_purge == Some(true) {
             violations.push(Violation::new("spec.allowRollup", "roll-ups purge messages, which denyPurge forbids"));
-        }
-        if spec.allow_rollup == Some(false) && spec.subject_delete_marker_ttl.is_some() {
-            violations.push(Violation::new("spec.allowRollup", "subject delete markers need roll-ups allowed"));
         }
         let mut metadata: HashMap<String, String> = spec.metadata.clone().unwrap_or_default().into_iter().collect();
         if metadata.contains_key(OWNER_KEY) {
@@ -179,7 +187,7 @@ impl DesiredStream {
             ));
         }
         metadata.insert(OWNER_KEY.to_owned(), owner.to_owned());
-        let max_consumers = i32::try_from(spec.max_consumers.unwrap_or(-1)).unwrap_or_else(|_| {
+        let max_consumers = i32::try_from(limit(spec.max_consumers)).unwrap_or_else(|_| {
             violations.push(Violation::new("spec.maxConsumers", "must fit in 32 bits"));
             -1
         });
@@ -202,11 +210,11 @@ impl DesiredStream {
                 Some(api::RetentionPolicy::Workqueue) => js::RetentionPolicy::WorkQueue,
             },
             max_consumers,
-            max_messages: spec.max_msgs.unwrap_or(-1),
-            max_bytes: spec.max_bytes.unwrap_or(-1),
+            max_messages: limit(spec.max_msgs),
+            max_bytes: limit(spec.max_bytes),
             max_age,
-            max_messages_per_subject: spec.max_msgs_per_subject.unwrap_or(-1),
-            max_message_size: spec.max_msg_size.unwrap_or(-1),
+            max_messages_per_subject: limit(spec.max_msgs_per_subject),
+            max_message_size: spec.max_msg_size.filter(|v| *v > 0).unwrap_or(-1),
             discard: match spec.discard {
                 None | Some(api::DiscardPolicy::Old) => js::DiscardPolicy::Old,
                 Some(api::DiscardPolicy::New) => js::DiscardPolicy::New,
@@ -228,7 +236,7 @@ impl DesiredStream {
             deny_delete: flag(spec.deny_delete),
             deny_purge: flag(spec.deny_purge),
             // The server turns roll-ups on for delete markers, which are roll-ups.
-            allow_rollup: spec.allow_rollup.unwrap_or(spec.subject_delete_marker_ttl.is_some()),
+            allow_rollup: flag(spec.allow_rollup),
             allow_direct: flag(spec.allow_direct),
             mirror_direct: flag(spec.mirror_direct),
             discard_new_per_subject: flag(spec.discard_per_subject),
@@ -260,14 +268,60 @@ impl DesiredStream {
             allow_batch_publish: flag(spec.allow_batched),
             ..Default::default()
         };
+        let mut config = config;
+        as_the_server_stores(&mut config, spec, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
         }
-        Ok(Self { config, owner: owner.to_owned(), adoption: spec.adoption_policy.unwrap_or(AdoptionPolicy::Adopt) })
+        // A mirror answers direct gets as its origin does, unless the spec says.
+        let server_chosen =
+            if spec.mirror.is_some() && spec.mirror_direct.is_none() { vec!["mirror_direct"] } else { vec![] };
+        Ok(Self {
+            config,
+            owner: owner.to_owned(),
+            adoption: spec.adoption_policy.unwrap_or(AdoptionPolicy::Adopt),
+            server_chosen,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+}
+
+/// A limit as the server keeps it: unset, 0 and below -1 all mean unlimited (-1).
+fn limit(value: Option<i64>) -> i64 {
+    value.filter(|v| *v > 0).unwrap_or(-1)
+}
+
+/// The server's own rules for fields that other fields imply, applied so that the
+/// plan compares with what the server will store. A spec that asks for the opposite
+/// of what the server forces is refused naming the field, since the server would
+/// never keep it.
+fn as_the_server_stores(config: &mut Config, spec: &StreamSpec, violations: &mut Vec<Violation>) {
+    let mut force = |on: &mut bool, to: bool, asked: Option<bool>, field: &str, why: &str| {
+        if asked == Some(!to) {
+            violations.push(Violation::new(field, why.to_owned()));
+        }
+        *on = to;
+    };
+    if spec.subject_delete_marker_ttl.is_some() {
+        let why = "subject delete markers need per-message TTLs allowed";
+        force(&mut config.allow_message_ttl, true, spec.allow_msg_ttl, "spec.allowMsgTtl", why);
+    }
+    if spec.subject_delete_marker_ttl.is_some() || spec.allow_msg_schedules == Some(true) {
+        let why = "subject delete markers and message schedules need roll-ups allowed";
+        force(&mut config.allow_rollup, true, spec.allow_rollup, "spec.allowRollup", why);
+        let why = "subject delete markers and message schedules need purges allowed";
+        force(&mut config.deny_purge, false, spec.deny_purge, "spec.denyPurge", why);
+    }
+    if spec.sealed == Some(true) {
+        // Sealing ends every way of changing the stream's contents.
+        config.max_age = Duration::ZERO;
+        config.discard = js::DiscardPolicy::New;
+        config.deny_delete = true;
+        config.deny_purge = true;
+        config.allow_rollup = false;
     }
 }
 
@@ -276,14 +330,8 @@ fn transform(t: &api::SubjectTransform) -> js::SubjectTransform {
 }
 
 fn source(s: &api::StreamSource, at: &str, violations: &mut Vec<Violation>) -> js::Source {
-    let start_time = s.opt_start_time.as_deref().and_then(|text| {
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| {
-                violations
-                    .push(Violation::new(format!("{at}.optStartTime"), format!("{text:?} is not an RFC 3339 time")))
-            })
-            .ok()
-    });
+    let start_time =
+        s.opt_start_time.as_deref().and_then(|text| parse_time(text, &format!("{at}.optStartTime"), violations));
     js::Source {
         name: s.name.clone(),
         start_sequence: s.opt_start_seq,
@@ -335,10 +383,63 @@ pub fn released(observed: &ObservedStream) -> Config {
     config
 }
 
+/// The configuration without the server's own metadata keys, which it sets itself.
+pub fn without_server_metadata(config: &Config) -> Config {
+    let mut config = config.clone();
+    config.metadata.retain(|k, _| !k.starts_with(SERVER_METADATA_PREFIX));
+    config
+}
+
+/// The fields the server stored otherwise than `sent` asked, as changes from the
+/// spec's value to the server's.
+pub fn rewritten(sent: &Config, stored: &Config) -> Vec<FieldChange> {
+    let (asked, kept) = (normalized(sent), normalized(stored));
+    FIELDS
+        .iter()
+        .filter(|f| asked[f.key] != kept[f.key])
+        .map(|f| FieldChange { field: f.spec, from: asked[f.key].to_string(), to: kept[f.key].to_string() })
+        .collect()
+}
+
+/// The stream fields as (server key, spec path), in the planner's order.
+pub fn fields() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIELDS.iter().map(|f| (f.key, f.spec))
+}
+
+/// Why the server refuses changing the stream field `key` from `from` to `to` (server
+/// JSON values, absent as null), if the planner believes it does.
+pub fn refusal(key: &str, from: &Value, to: &Value) -> Option<&'static str> {
+    let field = FIELDS.iter().find(|f| f.key == key)?;
+    let value =
+        |v: &Value| if v.is_null() { serde_json::from_str(field.default).unwrap_or_default() } else { v.clone() };
+    field.rule.judge(&value(from), &value(to))
+}
+
+/// `config` with the server's values of `keys` taken from `observed`.
+fn with_server_choices(config: &Config, observed: &Config, keys: &[&str]) -> Config {
+    if keys.is_empty() {
+        return config.clone();
+    }
+    let (Ok(Value::Object(mut json)), Ok(Value::Object(server))) =
+        (serde_json::to_value(config), serde_json::to_value(observed))
+    else {
+        return config.clone();
+    };
+    for key in keys {
+        match server.get(*key) {
+            Some(value) => json.insert((*key).to_owned(), value.clone()),
+            None => json.remove(*key),
+        };
+    }
+    serde_json::from_value(Value::Object(json)).unwrap_or_else(|_| config.clone())
+}
+
 /// What to do to make the server's stream match `desired`.
 pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -> StreamPlan {
     let Some(observed) = observed else {
-        return StreamPlan::Create { config: desired.config.clone() };
+        // The server creates no sealed stream: it is sealed right after.
+        let config = Config { sealed: false, ..desired.config.clone() };
+        return StreamPlan::Create { config };
     };
     let adopting = match owner_of(&observed.config) {
         Some(owner) if owner == desired.owner => false,
@@ -346,7 +447,10 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
         None if desired.adoption == AdoptionPolicy::Never => return StreamPlan::AdoptionRefused,
         None => true,
     };
-    let (want, have) = (normalized(&desired.config), normalized(&observed.config));
+    let (mut want, have) = (normalized(&desired.config), normalized(&observed.config));
+    for key in &desired.server_chosen {
+        want.insert(key, have[key].clone());
+    }
     let mut changes = Vec::new();
     let mut violations = Vec::new();
     for field in FIELDS {
@@ -354,14 +458,7 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
         if to == from {
             continue;
         }
-        let refusal = match field.rule {
-            Rule::Mutable => None,
-            Rule::CreateOnly => continue,
-            Rule::Fixed(why) => Some(why),
-            Rule::OneWay(why) => (from == &json!(true)).then_some(why),
-            Rule::Refuse(check) => check(from, to),
-        };
-        match refusal {
+        match field.rule.judge(from, to) {
             Some(why) => violations.push(Violation::new(
                 field.spec,
                 format!("{why} (the server has {from}, the spec asks for {to}); nothing was changed"),
@@ -375,9 +472,7 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
     if changes.is_empty() && !adopting {
         return StreamPlan::InSync;
     }
-    let mut config = desired.config.clone();
-    // Given at creation only; the server keeps its own.
-    config.first_sequence = observed.config.first_sequence;
+    let mut config = with_server_choices(&desired.config, &observed.config, &desired.server_chosen);
     if want["placement"] == have["placement"] {
         // Sent back exactly as the server has it: a placement that merely looks
         // different next to a replicas change is refused as "move and scale".

@@ -115,3 +115,45 @@ fn malformed_times_and_frequencies_are_refused_before_planning() {
         assert_eq!(violations[0].field, field);
     }
 }
+
+#[test]
+fn with_a_backoff_the_ack_wait_is_its_first_step_as_the_server_keeps_it() {
+    let d = desired("streamName: S\nackWait: 30s\nbackoff: [1s, 5s]\nmaxDeliver: 5\n");
+    assert_eq!(d.config.ack_wait, std::time::Duration::from_secs(1));
+    assert_eq!(plan_consumer(&d, Some(&echoed(&d.config))), ConsumerPlan::InSync);
+}
+
+#[test]
+fn zero_asks_for_the_server_default_and_is_not_managed() {
+    let d = desired(
+        "streamName: S\nackWait: \"0\"\nmaxAckPending: 0\nmaxWaiting: 0\ninactiveThreshold: \"0\"\npinnedTtl: \"0\"\nmaxDeliver: 0\n",
+    );
+    assert_eq!(d.managed.iter().copied().collect::<Vec<_>>(), ["max_deliver"]);
+    assert_eq!(d.config.max_deliver, -1, "0 is unlimited, which the server writes -1");
+    let mut observed = echoed(&d.config);
+    observed.config.max_waiting = 512;
+    assert_eq!(plan_consumer(&d, Some(&observed)), ConsumerPlan::InSync);
+}
+
+#[test]
+fn times_are_one_instant_whatever_offset_they_were_written_with() {
+    let d = desired("streamName: S\npauseUntil: \"2030-01-01T01:00:00+01:00\"\n");
+    let utc = time::macros::datetime!(2030-01-01 00:00 UTC);
+    assert_eq!(d.config.pause_until, Some(utc));
+    let mut observed = echoed(&d.config);
+    observed.config.pause_until = Some(utc.to_offset(time::macros::offset!(-5)));
+    assert_eq!(plan_consumer(&d, Some(&observed)), ConsumerPlan::InSync);
+}
+
+#[test]
+fn heartbeats_and_memory_storage_cannot_change() {
+    for (field, before, after) in [
+        ("spec.heartbeatInterval", "heartbeatInterval: 5s\n", "heartbeatInterval: 10s\n"),
+        ("spec.memStorage", "memStorage: false\n", "memStorage: true\n"),
+    ] {
+        let (before, after) =
+            (desired(&format!("streamName: S\n{before}")), desired(&format!("streamName: S\n{after}")));
+        let plan = plan_consumer(&after, Some(&echoed(&before.config)));
+        assert!(matches!(&plan, ConsumerPlan::Refused { violations } if violations[0].field == field), "{plan:?}");
+    }
+}

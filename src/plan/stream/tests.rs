@@ -168,3 +168,81 @@ fn invalid_specs_are_refused_before_anything_is_planned() {
         assert_eq!(violations[0].field, field, "{yaml}");
     }
 }
+
+#[test]
+fn fields_other_fields_imply_are_planned_as_the_server_stores_them() {
+    let sealed = desired("sealed: true\nmaxAge: 1h\nallowRollup: true\n").config;
+    assert_eq!((sealed.max_age, sealed.discard), (Duration::ZERO, js::DiscardPolicy::New));
+    assert!(
+        sealed.deny_delete && sealed.deny_purge && !sealed.allow_rollup,
+        "sealing ends deletes, purges and roll-ups"
+    );
+    let markers = desired("subjectDeleteMarkerTtl: 1m\n").config;
+    assert!(markers.allow_message_ttl && markers.allow_rollup && !markers.deny_purge);
+    let schedules = desired("allowMsgSchedules: true\n").config;
+    assert!(schedules.allow_rollup && !schedules.deny_purge);
+    let zeros = desired("maxMsgs: 0\nmaxBytes: 0\nmaxConsumers: 0\nmaxMsgSize: 0\nmaxMsgsPerSubject: 0\n").config;
+    assert_eq!([zeros.max_messages, zeros.max_bytes, zeros.max_messages_per_subject], [-1, -1, -1]);
+    assert_eq!((zeros.max_consumers, zeros.max_message_size), (-1, -1));
+    assert_eq!(desired("duplicateWindow: \"0\"\n").config.duplicate_window, Duration::from_secs(120));
+}
+
+#[test]
+fn asking_for_the_opposite_of_what_the_server_forces_is_refused_naming_the_field() {
+    for (yaml, field) in [
+        ("subjectDeleteMarkerTtl: 1m\nallowMsgTtl: false\n", "spec.allowMsgTtl"),
+        ("subjectDeleteMarkerTtl: 1m\nallowRollup: false\n", "spec.allowRollup"),
+        ("allowMsgSchedules: true\ndenyPurge: true\n", "spec.denyPurge"),
+    ] {
+        let violations = DesiredStream::from_spec(&spec(yaml), "orders", OWNER).expect_err(yaml);
+        assert!(violations.iter().any(|v| v.field == field), "{yaml}: {violations:?}");
+    }
+}
+
+#[test]
+fn a_sealed_stream_is_created_open_to_be_sealed_right_after() {
+    let StreamPlan::Create { config } = plan_stream(&desired("sealed: true\n"), None) else { panic!("create") };
+    assert!(!config.sealed, "the server refuses to create a sealed stream");
+}
+
+#[test]
+fn a_mirror_takes_direct_gets_from_its_origin_unless_the_spec_says() {
+    let desired = desired("mirror: {name: ORIGIN}\n");
+    let mut observed = echoed(&desired.config);
+    observed.config.mirror_direct = true;
+    assert_eq!(plan_stream(&desired, Some(&observed)), StreamPlan::InSync);
+    observed.config.max_messages = 5;
+    let StreamPlan::Update { config, .. } = plan_stream(&desired, Some(&observed)) else { panic!("update") };
+    assert!(config.mirror_direct, "sent back as the server has it");
+}
+
+#[test]
+fn a_mirror_can_be_removed_but_not_added_or_changed_and_the_first_sequence_never_changes() {
+    let mirror = desired("mirror: {name: ORIGIN}\n");
+    let promoted = desired("{}");
+    assert!(matches!(plan_stream(&promoted, Some(&echoed(&mirror.config))), StreamPlan::Update { .. }));
+    let other = desired("mirror: {name: OTHER}\n");
+    let refused = |plan| matches!(plan, StreamPlan::Refused { violations } if violations[0].field == "spec.mirror");
+    assert!(refused(plan_stream(&other, Some(&echoed(&mirror.config)))));
+    assert!(refused(plan_stream(&mirror, Some(&echoed(&promoted.config)))));
+    let first = desired("firstSequence: 10\n");
+    let mut observed = echoed(&first.config);
+    observed.config.first_sequence = Some(10);
+    assert_eq!(plan_stream(&first, Some(&observed)), StreamPlan::InSync);
+    let moved = desired("firstSequence: 20\n");
+    let plan = plan_stream(&moved, Some(&observed));
+    assert!(
+        matches!(&plan, StreamPlan::Refused { violations } if violations[0].field == "spec.firstSequence"),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn what_the_server_rewrote_is_named_field_by_field() {
+    let desired = desired("mirror: {name: ORIGIN}\nmirrorDirect: true\n");
+    let mut stored = desired.config.clone();
+    stored.mirror_direct = false;
+    let changes = rewritten(&desired.config, &stored);
+    assert_eq!(changes.iter().map(|c| c.field).collect::<Vec<_>>(), ["spec.mirrorDirect"]);
+    assert!(rewritten(&desired.config, &desired.config).is_empty());
+}
