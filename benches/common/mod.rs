@@ -18,7 +18,11 @@ pub async fn ground() -> anyhow::Result<(Attached, Option<Ground>)> {
     }
     eprintln!("starting a test ground (set JETWAY_TEST_KUBECONFIG and JETWAY_TEST_NATS_URL to use a running one)");
     let ground = Ground::start(Tools::locate()?, &GroundOptions { controller_manager: false, keep_dir: false }).await?;
-    let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
+    let attached = Attached {
+        kubeconfig: ground.kube.kubeconfig_path(),
+        nats_url: ground.nats.url(),
+        etcd_url: Some(ground.kube.etcd_url().to_owned()),
+    };
     Ok((attached, Some(ground)))
 }
 

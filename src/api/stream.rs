@@ -118,7 +118,7 @@ pub struct StreamSpec {
     pub retention: Option<RetentionPolicy>,
     /// How many consumers the stream may have; -1 for unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = -1))]
+    #[schemars(range(min = -1, max = 2147483647))]
     pub max_consumers: Option<i64>,
     /// How many messages the stream keeps per subject; -1 for unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,7 +137,7 @@ pub struct StreamSpec {
     pub max_age: Option<GoDuration>,
     /// The largest message the stream accepts, in bytes; -1 for the server's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = -1))]
+    #[schemars(range(min = -1, max = 2147483647))]
     pub max_msg_size: Option<i32>,
     /// `file` (the default) or `memory`. Cannot change once the stream exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]

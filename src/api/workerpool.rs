@@ -48,6 +48,7 @@ pub struct WorkerPoolSpec {
     /// Replicas. With autoscaling, the scaler sets it through the `/scale`
     /// subresource, and a value written by hand lasts until its next decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub replicas: Option<i32>,
     /// The workers' container.
     pub worker: Worker,

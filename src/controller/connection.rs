@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, ReconcileError, key};
+use super::{Context, Decoded, ReconcileError, key};
 use crate::api::connection::{AccountUsage, NatsConnection, NatsConnectionStatus};
 use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
@@ -85,16 +85,19 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
 async fn cleanup(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();
-    let streams: Api<Stream> = Api::namespaced(ctx.client.clone(), &namespace);
-    let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Read one by one: an object that does not decode may still name this connection.
+    let streams: Api<Decoded<Stream>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let consumers: Api<Decoded<Consumer>> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut users: Vec<String> = Vec::new();
     for stream in streams.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
-        if stream.spec.connection_ref.as_ref().is_some_and(|r| r.name == name) {
+        let reference = stream.object.as_ref().map(|s| s.spec.connection_ref.as_ref());
+        if reference.map_or(true, |r| r.is_some_and(|r| r.name == name)) {
             users.push(format!("Stream {}", stream.name_any()));
         }
     }
     for consumer in consumers.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
-        if consumer.spec.connection_ref.as_ref().is_some_and(|r| r.name == name) {
+        let reference = consumer.object.as_ref().map(|c| c.spec.connection_ref.as_ref());
+        if reference.map_or(true, |r| r.is_some_and(|r| r.name == name)) {
             users.push(format!("Consumer {}", consumer.name_any()));
         }
     }

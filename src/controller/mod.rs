@@ -5,10 +5,12 @@
 mod answers;
 pub mod connection;
 pub mod consumer;
+mod decoded;
 mod error;
 pub mod stream;
 pub mod workerpool;
 
+pub use decoded::{DecodeError, Decoded};
 pub use error::{ReconcileError, Retry, RunnerError};
 
 use std::collections::HashMap;
@@ -334,7 +336,7 @@ pub async fn run<K, A, AF, C, CF>(
     CF: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     use futures::StreamExt;
-    let api: kube::Api<K> = match &namespace {
+    let api: kube::Api<Decoded<K>> = match &namespace {
         Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
         None => kube::Api::all(ctx.client.clone()),
     };
@@ -357,8 +359,15 @@ pub async fn run<K, A, AF, C, CF>(
     controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            move |object, ctx| async move { with_finalizer(object, &ctx, kind, apply, cleanup).await },
-            |object: Arc<K>, error: &RunnerError, ctx: Arc<Context>| {
+            move |object: Arc<Decoded<K>>, ctx| async move {
+                match &object.object {
+                    Ok(typed) => with_finalizer(Arc::new(typed.clone()), &ctx, kind, apply, cleanup).await,
+                    Err(error) => report_undecodable(&object, error, &ctx, kind).await.map_err(|e| {
+                        RunnerError(kube::runtime::finalizer::Error::ApplyFailed(ReconcileError::Kube(e)))
+                    }),
+                }
+            },
+            |object: Arc<Decoded<K>>, error: &RunnerError, ctx: Arc<Context>| {
                 tracing::warn!(object = %key(&*object), kind = K::kind(&()).as_ref(), error = %error, "will retry");
                 ctx.backoff(&key(&*object))
             },
@@ -370,6 +379,50 @@ pub async fn run<K, A, AF, C, CF>(
             }
         })
         .await;
+}
+
+/// An object the types cannot read: a Warning event and `Ready=False` naming the
+/// field, and nothing else is done, not even for a deletion (the deletion policy needs
+/// the spec): the object waits, saying so, until it is fixed.
+async fn report_undecodable<K>(
+    object: &Decoded<K>,
+    error: &DecodeError,
+    ctx: &Context,
+    kind: &'static str,
+) -> Result<Action, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    tracing::warn!(object = %key(object), kind, %error, "cannot read the object");
+    let health = Health::Stalled {
+        reason: "InvalidSpec",
+        message: format!("the object cannot be read, and nothing was done: {error}"),
+    };
+    let generation = object.metadata.generation;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let conditions = crate::status::conditions(&object.conditions, &health, generation, &now);
+    ctx.metrics.reconciled(kind, 0.0, Some(health.reason()));
+    if conditions != object.conditions {
+        ctx.event(object, true, health.reason(), health.message().to_owned()).await;
+        let resource = kube::api::ApiResource::erase::<K>(&());
+        let namespace = object.namespace().unwrap_or_default();
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+            "status": {"observedGeneration": generation, "conditions": conditions},
+        });
+        let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(patch)).await {
+            // A value today's schema refuses by a CEL rule fails every write to the
+            // object, its status included; the event above says why.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::debug!(object = %key(object), message = %status.message, "the status cannot be written");
+            }
+            result => drop(result?),
+        }
+    }
+    Ok(Action::await_change())
 }
 
 /// Runs `apply` or, for an object being deleted, `cleanup` behind the finalizer, and

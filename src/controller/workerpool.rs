@@ -154,7 +154,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     let consumer = match observation {
         Some(_) => Some(()),
         None => {
-            let consumers: Api<Consumer> = Api::namespaced(ctx.client.clone(), &namespace);
+            let consumers: Api<super::Decoded<Consumer>> = Api::namespaced(ctx.client.clone(), &namespace);
             consumers.get_opt(consumer_name).await.map_err(ReconcileError::Kube)?.map(|_| ())
         }
     };

@@ -30,6 +30,7 @@ pub struct KubeControlPlane {
     lifeline: Arc<Lifeline>,
     dir: PathBuf,
     api_url: String,
+    etcd_url: String,
     ca: Ca,
 }
 
@@ -56,10 +57,18 @@ impl KubeControlPlane {
         std::fs::write(pki.join("sa.key"), sa_private)?;
         std::fs::write(pki.join("sa.pub"), sa_public)?;
 
-        let mut plane = Self { servers: Vec::new(), lifeline, dir: dir.to_owned(), api_url: String::new(), ca };
+        let mut plane = Self {
+            servers: Vec::new(),
+            lifeline,
+            dir: dir.to_owned(),
+            api_url: String::new(),
+            etcd_url: String::new(),
+            ca,
+        };
 
         let [etcd_port, etcd_peer_port, api_port] = wait::free_ports(3)?[..] else { unreachable!("three ports") };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        plane.etcd_url = etcd_url.clone();
         let etcd_peer = format!("http://127.0.0.1:{etcd_peer_port}");
         plane.spawn(
             "etcd",
@@ -148,6 +157,12 @@ impl KubeControlPlane {
 
     pub fn api_url(&self) -> &str {
         &self.api_url
+    }
+
+    /// etcd's client URL (plain HTTP on loopback), for tests that must write what
+    /// the apiserver would refuse, such as objects of an older schema.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
     }
 
     /// The CA that signed the serving and client certificates.

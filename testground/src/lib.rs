@@ -26,6 +26,8 @@ pub use crate::tools::Tools;
 pub const KUBECONFIG_ENV: &str = "JETWAY_TEST_KUBECONFIG";
 /// Names the `nats://` URL of a running test ground's nats-server.
 pub const NATS_URL_ENV: &str = "JETWAY_TEST_NATS_URL";
+/// Names the client URL of a running test ground's etcd.
+pub const ETCD_URL_ENV: &str = "JETWAY_TEST_ETCD_URL";
 /// Names the directory holding the ground's logs, certificates and data.
 pub const DIR_ENV: &str = "JETWAY_TESTGROUND_DIR";
 
@@ -85,6 +87,7 @@ impl Ground {
         [
             (KUBECONFIG_ENV, kubeconfig.clone()),
             (NATS_URL_ENV, self.nats.url()),
+            (ETCD_URL_ENV, self.kube.etcd_url().to_owned()),
             (DIR_ENV, self.dir.display().to_string()),
             (tools::TOOLS_DIR_ENV, self.tools.dir().display().to_string()),
             ("KUBECONFIG", kubeconfig),
@@ -102,11 +105,17 @@ impl Ground {
 pub struct Attached {
     pub kubeconfig: PathBuf,
     pub nats_url: String,
+    /// Set by grounds that export it (`JETWAY_TEST_ETCD_URL`).
+    pub etcd_url: Option<String>,
 }
 
 impl Attached {
     /// `Some` when `JETWAY_TEST_KUBECONFIG` and `JETWAY_TEST_NATS_URL` are both set.
     pub fn from_env() -> Option<Self> {
-        Some(Self { kubeconfig: std::env::var_os(KUBECONFIG_ENV)?.into(), nats_url: std::env::var(NATS_URL_ENV).ok()? })
+        Some(Self {
+            kubeconfig: std::env::var_os(KUBECONFIG_ENV)?.into(),
+            nats_url: std::env::var(NATS_URL_ENV).ok()?,
+            etcd_url: std::env::var(ETCD_URL_ENV).ok(),
+        })
     }
 }

@@ -36,7 +36,11 @@ pub fn ground() -> &'static Attached {
             let ground = runtime
                 .block_on(async { Ground::start(Tools::locate()?, &GroundOptions::default()).await })
                 .expect("starting the test ground");
-            let attached = Attached { kubeconfig: ground.kube.kubeconfig_path(), nats_url: ground.nats.url() };
+            let attached = Attached {
+                kubeconfig: ground.kube.kubeconfig_path(),
+                nats_url: ground.nats.url(),
+                etcd_url: Some(ground.kube.etcd_url().to_owned()),
+            };
             // Never dropped: its lifeline stops the servers when this process ends.
             Box::leak(Box::new(ground));
             attached
