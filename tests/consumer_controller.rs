@@ -253,3 +253,36 @@ async fn messages_given_up_on_are_copied_to_the_dead_letter_subject_with_their_o
     assert!(seen[1].1.starts_with("terminated"), "{:?}", seen[1]);
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_refusal_only_the_server_can_judge_names_the_field() {
+    let fx = Fixture::new("consumer-server-field").await;
+    let stream = fx.ctx.unique("WQ");
+    let subject = format!("{}.wq.>", fx.ctx.namespace);
+    fx.apply(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": "wq"},
+                    "spec": {"name": stream, "subjects": [subject], "retention": "workqueue"}}))
+        .await;
+    wait_condition(&fx.streams, "wq", "Ready", "True").await;
+    fx.apply_consumer("last", &format!("streamName: {stream}\ndeliverPolicy: last\n")).await;
+    let stalled = wait_condition(&fx.consumers, "last", "Stalled", "True").await;
+    let ready = condition(&stalled, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "ServerRefused");
+    assert!(ready.message.starts_with("spec.deliverPolicy: "), "{}", ready.message);
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_filter_no_subject_of_the_stream_matches_is_applied_with_a_warning() {
+    let fx = Fixture::new("consumer-filter-warning").await;
+    let stream = fx.ctx.unique("FILTER");
+    let subject = format!("{}.orders.>", fx.ctx.namespace);
+    fx.apply(json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": "filter"},
+                    "spec": {"name": stream, "subjects": [subject]}}))
+        .await;
+    let filter = format!("{}.invoices.*", fx.ctx.namespace);
+    fx.apply_consumer("stray", &format!("streamName: {stream}\nfilterSubject: {filter}\n")).await;
+    wait_condition(&fx.consumers, "stray", "Ready", "True").await;
+    let note = support::wait_event(&fx.ctx.client, &fx.ctx.namespace, "stray", "FilterMatchesNothing").await;
+    assert!(note.starts_with("spec.filterSubject: ") && note.contains(&filter), "{note}");
+    fx.operator.stop().await;
+}

@@ -58,6 +58,10 @@ async fn a_stream_with_bad_values_is_refused_naming_the_field() {
         (json!({"mirror": {"name": "origin"}, "subjects": ["a"]}), "spec.subjects"),
         (json!({"allowRollup": true, "denyPurge": true}), "spec.allowRollup"),
         (json!({"maxAge": "6000000h"}), "spec.maxAge"),
+        (json!({"subjects": ["shop..x"]}), "spec.subjects[0]"),
+        (json!({"subjects": ["ok", "shop.>.x"]}), "spec.subjects[1]"),
+        (json!({"sources": [{"name": "a", "optStartTime": "tomorrow"}]}), "spec.sources[0].optStartTime"),
+        (json!({"republish": {"source": "a.>", "destination": "b c"}}), "spec.republish.destination"),
         (json!({"duplicateWindow": "2562048h"}), "spec.duplicateWindow"),
         (
             json!({"sources": [{"name": "a", "filterSubject": "x", "subjectTransforms": [{"source": "x", "dest": "y"}]}]}),
@@ -112,4 +116,35 @@ async fn changes_the_server_would_refuse_are_refused_by_kubectl_apply_first() {
         .patch("storage", &params, &Patch::Apply(manifest("storage", json!({"storage": "file", "replicas": 1}))))
         .await
         .expect("a permitted change");
+}
+
+#[tokio::test]
+async fn a_consumer_with_bad_values_is_refused_naming_the_field() {
+    let ctx = TestContext::new("consumer-schema").await;
+    support::install_crds(&ctx.client).await;
+    let consumers = api(&ctx, "consumers", "Consumer");
+    let consumer = |spec: Value| {
+        object(
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": "bad"}, "spec": spec}),
+        )
+    };
+    for (spec, field) in [
+        (json!({"streamName": "a.b"}), "spec.streamName"),
+        (json!({"streamName": "S", "pauseUntil": "tomorrow"}), "spec.pauseUntil"),
+        (
+            json!({"streamName": "S", "deliverPolicy": "byStartTime", "optStartTime": "2026-13-01T00:00:00Z"}),
+            "spec.optStartTime",
+        ),
+        (json!({"streamName": "S", "filterSubject": "a..b"}), "spec.filterSubject"),
+        (json!({"streamName": "S", "filterSubjects": ["a", "b.>.c"]}), "spec.filterSubjects[1]"),
+        (json!({"streamName": "S", "deliverSubject": "push.*"}), "spec.deliverSubject"),
+        (json!({"streamName": "S", "ackWait": "2562048h"}), "spec.ackWait"),
+        (json!({"streamName": "S", "maxDeliver": -2}), "spec.maxDeliver"),
+    ] {
+        let message = refusal(consumers.create(&PostParams::default(), &consumer(spec.clone())).await);
+        assert!(message.contains(field), "{spec} is refused naming {field}: {message}");
+    }
+    // RFC 3339 with an offset is a time.
+    let good = consumer(json!({"streamName": "S", "pauseUntil": "2030-01-01T01:00:00+01:00"}));
+    consumers.create(&PostParams::default(), &good).await.expect("an offset time is accepted");
 }

@@ -74,11 +74,11 @@ use super::stream::{AdoptionPolicy, DeletionPolicy, LocalRef};
 pub struct ConsumerSpec {
     /// The JetStream name of the stream the consumer reads, whether a Stream object
     /// manages it or not. Until it exists the consumer waits.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = super::subject::NAME))]
     pub stream_name: String,
     /// The consumer's durable name. Defaults to the object's name; cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[^.*>\s]+$"), length(min = 1))]
+    #[schemars(regex(pattern = super::subject::NAME))]
     pub durable_name: Option<String>,
     /// The NatsConnection in this namespace to reach the consumer through. Unset: the
     /// operator's default connection.
@@ -105,6 +105,7 @@ pub struct ConsumerSpec {
     pub opt_start_seq: Option<u64>,
     /// The time (RFC 3339) to start at, with `deliverPolicy: byStartTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [{"rule": "timestamp(self) >= timestamp('0001-01-01T00:00:00Z')", "message": "must be an RFC 3339 time such as 2030-01-01T00:00:00Z"}]))]
     pub opt_start_time: Option<String>,
     /// `explicit` (each message), `all` (everything up to a message) or `none`.
     /// Cannot change.
@@ -122,9 +123,11 @@ pub struct ConsumerSpec {
     pub backoff: Option<Vec<GoDuration>>,
     /// Deliver only messages whose subject matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::subject::SUBJECT))]
     pub filter_subject: Option<String>,
     /// Deliver only messages whose subject matches one of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = super::subject::SUBJECT)))]
     pub filter_subjects: Option<Vec<String>>,
     /// `instant` (as fast as possible) or `original` (at the pace they were stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,9 +158,11 @@ pub struct ConsumerSpec {
     pub heartbeat_interval: Option<GoDuration>,
     /// Push consumers: the subject messages are delivered to. Unset: a pull consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::subject::LITERAL_SUBJECT))]
     pub deliver_subject: Option<String>,
     /// Push consumers: the queue group that shares the deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\S*$"))]
     pub deliver_group: Option<String>,
     /// Pull consumers: the largest batch one request may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +188,7 @@ pub struct ConsumerSpec {
     pub metadata: Option<BTreeMap<String, String>>,
     /// Pause deliveries until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [{"rule": "timestamp(self) >= timestamp('0001-01-01T00:00:00Z')", "message": "must be an RFC 3339 time such as 2030-01-01T00:00:00Z"}]))]
     pub pause_until: Option<String>,
     /// How pull requests of priority groups are served: `none`, `pinned_client`,
     /// `overflow` or `prioritized`.
@@ -205,7 +211,7 @@ pub struct ConsumerSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
     /// The subject dead letters are published to.
-    #[schemars(length(min = 1), regex(pattern = r"^[^*>\s]+$"))]
+    #[schemars(regex(pattern = super::subject::LITERAL_SUBJECT))]
     pub subject: String,
 }
 

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod consumer;
 pub mod duration;
 pub mod stream;
+pub mod subject;
 pub mod workerpool;
 
 pub use duration::GoDuration;

@@ -89,7 +89,7 @@ use super::GoDuration;
 pub struct StreamSpec {
     /// The JetStream name of the stream. Defaults to the object's name; cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[^.*>\s]+$"), length(min = 1, max = 255))]
+    #[schemars(regex(pattern = super::subject::NAME), length(min = 1, max = 255))]
     pub name: Option<String>,
     /// The NatsConnection in this namespace to reach the stream through. Unset: the
     /// operator's default connection.
@@ -110,7 +110,7 @@ pub struct StreamSpec {
     pub description: Option<String>,
     /// Subjects the stream stores, wildcards allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(inner(length(min = 1)))]
+    #[schemars(inner(regex(pattern = super::subject::SUBJECT)))]
     pub subjects: Option<Vec<String>>,
     /// When messages are removed: `limits` (by the limits below), `interest` (once every
     /// consumer acknowledged them) or `workqueue` (once one consumer acknowledged them).
@@ -304,22 +304,25 @@ pub struct Placement {
 }]))]
 pub struct StreamSource {
     /// The origin stream's name.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = super::subject::NAME))]
     pub name: String,
     /// Start at this sequence of the origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_start_seq: Option<u64>,
     /// Start at this time (RFC 3339) of the origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [{"rule": "timestamp(self) >= timestamp('0001-01-01T00:00:00Z')", "message": "must be an RFC 3339 time such as 2030-01-01T00:00:00Z"}]))]
     pub opt_start_time: Option<String>,
     /// Copy only messages whose subject matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::subject::SUBJECT))]
     pub filter_subject: Option<String>,
     /// The JetStream API prefix of the origin's account or domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_api_prefix: Option<String>,
     /// The delivery prefix for messages from the origin's account or domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::subject::LITERAL_SUBJECT))]
     pub external_deliver_prefix: Option<String>,
     /// Subject rewrites applied to the copied messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +341,7 @@ pub struct SourceConsumer {
     pub name: Option<String>,
     /// The deliver subject of a push consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = super::subject::LITERAL_SUBJECT))]
     pub deliver_subject: Option<String>,
 }
 
@@ -345,6 +349,7 @@ pub struct SourceConsumer {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SubjectTransform {
     /// The subjects to rewrite, wildcards allowed.
+    #[schemars(regex(pattern = super::subject::SUBJECT))]
     pub source: String,
     /// The subject to rewrite them into, with `{{wildcard(1)}}`-style references.
     pub dest: String,
@@ -354,8 +359,10 @@ pub struct SubjectTransform {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Republish {
     /// The stored subjects to republish, wildcards allowed.
+    #[schemars(regex(pattern = super::subject::SUBJECT))]
     pub source: String,
     /// Where to republish them.
+    #[schemars(regex(pattern = super::subject::SUBJECT))]
     pub destination: String,
     /// Republish only the headers, not the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]

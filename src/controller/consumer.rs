@@ -58,7 +58,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
                 let (report, outcome) = converge(&consumer, &desired, &pooled.jetstream, &ctx).await;
-                let outcome = outcome.map_err(|e| e.explained(&pooled));
+                let outcome = outcome.map_err(|e| e.explained(&pooled).at_field(crate::plan::consumer::field_of_error));
                 connection = Some(pooled);
                 (report, outcome)
             }
@@ -155,6 +155,7 @@ async fn converge(
     };
     match result {
         Ok((report, done)) => {
+            warn_of_unmatched_filters(consumer, desired, js, ctx).await;
             let answer = &report.observed.config;
             let rewritten = rewritten(desired, sent, answer);
             if !rewritten.is_empty() {
@@ -165,6 +166,44 @@ async fn converge(
             (Some(report), Ok(done))
         }
         Err(err) => (observed, Err(err.into())),
+    }
+}
+
+/// A filter that no subject of the stream can match is legitimate (the stream may
+/// get the subject later, or take it from a source), so it is written, and a Warning
+/// names it: on each write, never per resync.
+async fn warn_of_unmatched_filters(
+    consumer: &Consumer,
+    desired: &DesiredConsumer,
+    js: &async_nats::jetstream::Context,
+    ctx: &Context,
+) {
+    let config = &desired.config;
+    let filters = config.filter_subjects.iter().map(|f| ("spec.filterSubjects", f));
+    let filters: Vec<_> = filters.chain(Some(("spec.filterSubject", &config.filter_subject))).collect();
+    if filters.iter().all(|(_, f)| f.is_empty()) {
+        return;
+    }
+    let Ok(Some(stream)) = jetstream::observe_stream(js, &desired.stream).await else { return };
+    let stream = &stream.observed.config;
+    if stream.mirror.is_some() || stream.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        return;
+    }
+    let stored: Vec<&str> = stream
+        .subjects
+        .iter()
+        .map(String::as_str)
+        .chain(stream.subject_transform.as_ref().map(|t| t.destination.as_str()))
+        .collect();
+    for (field, filter) in filters.into_iter().filter(|(_, f)| !f.is_empty()) {
+        if !stored.iter().any(|s| crate::api::subject::overlap(s, filter)) {
+            let note = format!(
+                "{field}: {filter:?} matches none of the subjects the stream {} stores ({}); the consumer gets no messages until it does",
+                desired.stream,
+                stored.join(", ")
+            );
+            ctx.event(consumer, true, "FilterMatchesNothing", note).await;
+        }
     }
 }
 

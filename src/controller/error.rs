@@ -22,8 +22,8 @@ pub enum ReconcileError {
     InvalidSpec(Vec<Violation>),
     #[error("{}", list(.0))]
     ChangeRefused(Vec<Violation>),
-    #[error("the server refused the change, and nothing was changed: {0}")]
-    ServerRefused(JetStreamError),
+    #[error("{}the server refused the change, and nothing was changed: {}", field_prefix(*.1), .0)]
+    ServerRefused(JetStreamError, Option<&'static str>),
     #[error("{0}")]
     NatsUnavailable(JetStreamError),
     #[error("the {0} is managed by the object {1}; this object leaves it untouched")]
@@ -40,6 +40,10 @@ pub enum ReconcileError {
     InUse(String),
 }
 
+fn field_prefix(field: Option<&str>) -> String {
+    field.map(|f| format!("{f}: ")).unwrap_or_default()
+}
+
 fn list(violations: &[Violation]) -> String {
     violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
@@ -50,7 +54,7 @@ impl ReconcileError {
         match self {
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::ChangeRefused(_) => "ChangeRefused",
-            Self::ServerRefused(_) => "ServerRefused",
+            Self::ServerRefused(..) => "ServerRefused",
             Self::NatsUnavailable(_) => "NatsUnavailable",
             Self::OwnedElsewhere(..) => "OwnedByAnotherObject",
             Self::AdoptionRefused(_) => "AdoptionRefused",
@@ -80,12 +84,23 @@ impl ReconcileError {
             (other, _) => other,
         }
     }
+
+    /// A refusal named by the spec field its error code is about (`field_of` maps codes).
+    pub fn at_field(self, field_of: fn(u64) -> Option<&'static str>) -> Self {
+        match self {
+            Self::ServerRefused(error @ JetStreamError::Refused { code, .. }, None) => {
+                let field = field_of(code);
+                Self::ServerRefused(error, field)
+            }
+            other => other,
+        }
+    }
 }
 
 impl From<JetStreamError> for ReconcileError {
     fn from(error: JetStreamError) -> Self {
         match error {
-            JetStreamError::Refused { .. } => Self::ServerRefused(error),
+            JetStreamError::Refused { .. } => Self::ServerRefused(error, None),
             JetStreamError::Unavailable(_) => Self::NatsUnavailable(error),
         }
     }

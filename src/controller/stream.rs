@@ -47,7 +47,7 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
                 let (report, outcome) = converge(stream, &desired, &pooled.jetstream, ctx).await;
-                (report, outcome.map_err(|e| e.explained(&pooled)))
+                (report, outcome.map_err(|e| e.explained(&pooled).at_field(crate::plan::stream::field_of_error)))
             }
         },
     };

@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{self as js, Config};
 use serde_json::{Map, Value};
 
 use super::stream::OWNER_KEY;
-use super::{FieldChange, Rule, Violation, parse_time};
+use super::{FieldChange, Rule, Violation, check_subject, parse_time};
 use crate::api::GoDuration;
 use crate::api::consumer::{self as api, ConsumerSpec};
 use crate::api::stream::AdoptionPolicy;
@@ -156,6 +156,17 @@ impl DesiredConsumer {
                 0
             }
         };
+        for (field, subject) in spec.filter_subject.iter().map(|s| ("spec.filterSubject".to_owned(), s)).chain(
+            spec.filter_subjects.iter().flatten().enumerate().map(|(i, s)| (format!("spec.filterSubjects[{i}]"), s)),
+        ) {
+            check_subject(subject, true, &field, &mut violations);
+        }
+        if let Some(deliver) = &spec.deliver_subject {
+            check_subject(deliver, false, "spec.deliverSubject", &mut violations);
+        }
+        if !crate::api::subject::is_subject(&spec.stream_name, false) || spec.stream_name.contains('.') {
+            violations.push(Violation::new("spec.streamName", "a stream name is one token: no dots, spaces, * or >"));
+        }
         let mut metadata: HashMap<String, String> = spec.metadata.clone().unwrap_or_default().into_iter().collect();
         if metadata.keys().any(|k| k.starts_with("jetway.dev/") || k.starts_with(SERVER_METADATA_PREFIX)) {
             violations.push(Violation::new("spec.metadata", "keys starting with jetway.dev/ or _nats. are reserved"));
@@ -283,6 +294,25 @@ pub fn fields() -> impl Iterator<Item = (&'static str, &'static str)> {
 pub fn refusal(key: &str, from: &Value, to: &Value) -> Option<&'static str> {
     let (_, _, rule) = FIELDS.iter().find(|(k, ..)| *k == key)?;
     rule.judge(&comparable(key, Some(from)), &comparable(key, Some(to)))
+}
+
+/// The spec field a JetStream error code of a consumer request is about, where the
+/// code names one.
+pub fn field_of_error(code: u64) -> Option<&'static str> {
+    Some(match code {
+        10013 | 10081 => "spec.deliverSubject",
+        10080 => "spec.maxWaiting",
+        10082 | 10121 => "spec.maxAckPending",
+        10086 => "spec.rateLimitBps",
+        10088 => "spec.heartbeatInterval",
+        10089 | 10108 => "spec.flowControl",
+        10099 | 10100 => "spec.filterSubject",
+        10101 => "spec.deliverPolicy",
+        10116 => "spec.maxDeliver",
+        10126 | 10134 => "spec.replicas",
+        10153 => "spec.inactiveThreshold",
+        _ => return None,
+    })
 }
 
 /// The fields the spec sets that the server stored otherwise than `sent` asked, as

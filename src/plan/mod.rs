@@ -79,3 +79,16 @@ impl Rule {
         }
     }
 }
+
+/// A violation at `field` unless `text` is a subject (a literal one without `wildcards`).
+pub(crate) fn check_subject(text: &str, wildcards: bool, field: &str, violations: &mut Vec<Violation>) {
+    if !crate::api::subject::is_subject(text, wildcards) {
+        let what = if wildcards { "a subject" } else { "a subject without wildcards" };
+        violations.push(Violation::new(
+            field,
+            format!(
+                "{text:?} is not {what}: dot-separated tokens, none empty, no spaces, * for one whole token, > last"
+            ),
+        ));
+    }
+}

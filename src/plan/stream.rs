@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{self as js, Config};
 use serde_json::{Value, json};
 
-use super::{FieldChange, Rule, Violation, parse_time};
+use super::{FieldChange, Rule, Violation, check_subject, parse_time};
 use crate::api::stream::{self as api, AdoptionPolicy, StreamSpec};
 
 /// The metadata key that marks a stream as managed by one `Stream` object.
@@ -270,6 +270,7 @@ impl DesiredStream {
         };
         let mut config = config;
         as_the_server_stores(&mut config, spec, &mut violations);
+        check_subjects(spec, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -286,6 +287,30 @@ impl DesiredStream {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+}
+
+/// Every subject a spec names is one the server accepts, checked before it is asked.
+fn check_subjects(spec: &StreamSpec, violations: &mut Vec<Violation>) {
+    for (i, subject) in spec.subjects.iter().flatten().enumerate() {
+        check_subject(subject, true, &format!("spec.subjects[{i}]"), violations);
+    }
+    if let Some(t) = &spec.subject_transform {
+        check_subject(&t.source, true, "spec.subjectTransform.source", violations);
+    }
+    if let Some(r) = &spec.republish {
+        check_subject(&r.source, true, "spec.republish.source", violations);
+        check_subject(&r.destination, true, "spec.republish.destination", violations);
+    }
+    let origins = spec.mirror.iter().map(|m| ("spec.mirror".to_owned(), m));
+    let sources = spec.sources.iter().flatten().enumerate().map(|(i, s)| (format!("spec.sources[{i}]"), s));
+    for (at, origin) in origins.chain(sources) {
+        if let Some(filter) = &origin.filter_subject {
+            check_subject(filter, true, &format!("{at}.filterSubject"), violations);
+        }
+        for (j, t) in origin.subject_transforms.iter().flatten().enumerate() {
+            check_subject(&t.source, true, &format!("{at}.subjectTransforms[{j}].source"), violations);
+        }
     }
 }
 
@@ -413,6 +438,26 @@ pub fn refusal(key: &str, from: &Value, to: &Value) -> Option<&'static str> {
     let value =
         |v: &Value| if v.is_null() { serde_json::from_str(field.default).unwrap_or_default() } else { v.clone() };
     field.rule.judge(&value(from), &value(to))
+}
+
+/// The spec field a JetStream error code of a stream request is about, where the
+/// code names one.
+pub fn field_of_error(code: u64) -> Option<&'static str> {
+    Some(match code {
+        10034 | 10065 => "spec.subjects",
+        10055 => "spec.mirror",
+        10058 => "spec.name",
+        10074 => "spec.replicas",
+        10122 => "spec.maxBytes",
+        10123 => "spec.placement",
+        10143 => "spec.firstSequence",
+        10144 => "spec.sources",
+        10173 => "spec.allowMsgCounter",
+        10186 | 10187 => "spec.allowMsgSchedules",
+        10198 => "spec.allowAtomicPublish",
+        10209 => "spec.allowBatched",
+        _ => return None,
+    })
 }
 
 /// `config` with the server's values of `keys` taken from `observed`.

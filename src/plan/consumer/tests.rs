@@ -157,3 +157,17 @@ fn heartbeats_and_memory_storage_cannot_change() {
         assert!(matches!(&plan, ConsumerPlan::Refused { violations } if violations[0].field == field), "{plan:?}");
     }
 }
+
+#[test]
+fn malformed_subjects_and_stream_names_are_refused_naming_the_field() {
+    for (yaml, field) in [
+        ("streamName: S\nfilterSubject: \"a..b\"\n", "spec.filterSubject"),
+        ("streamName: S\nfilterSubjects: [a, \"b.>.c\"]\n", "spec.filterSubjects[1]"),
+        ("streamName: S\ndeliverSubject: push.*\n", "spec.deliverSubject"),
+        ("streamName: a.b\n", "spec.streamName"),
+    ] {
+        let spec: ConsumerSpec = serde_saphyr::from_str(yaml).expect("spec");
+        let violations = DesiredConsumer::from_spec(&spec, "c", OWNER).expect_err(yaml);
+        assert_eq!(violations[0].field, field, "{yaml}");
+    }
+}

@@ -246,3 +246,16 @@ fn what_the_server_rewrote_is_named_field_by_field() {
     assert_eq!(changes.iter().map(|c| c.field).collect::<Vec<_>>(), ["spec.mirrorDirect"]);
     assert!(rewritten(&desired.config, &desired.config).is_empty());
 }
+
+#[test]
+fn malformed_subjects_are_refused_naming_the_field_before_the_server_is_asked() {
+    for (yaml, field) in [
+        ("subjects: [ok.>, shop..x]\n", "spec.subjects[1]"),
+        ("subjects: [shop.>.x]\n", "spec.subjects[0]"),
+        ("republish: {source: a.>, destination: \"b c\"}\n", "spec.republish.destination"),
+        ("sources: [{name: A}, {name: B, filterSubject: \"x..y\"}]\n", "spec.sources[1].filterSubject"),
+    ] {
+        let violations = DesiredStream::from_spec(&spec(yaml), "orders", OWNER).expect_err(yaml);
+        assert_eq!(violations[0].field, field, "{yaml}");
+    }
+}
