@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, Context, ErrorCode, consumer};
 use crate::api::consumer::ConsumerState;
 use crate::api::stream::{ClusterState, ReplicaState, StreamState};
 use crate::plan::consumer::ObservedConsumer;
+use crate::plan::loss::Contents;
 use crate::plan::stream::ObservedStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,11 @@ impl From<&Info> for StreamReport {
                 .map(|p| ReplicaState { name: p.name.clone(), current: p.current, lag: p.lag })
                 .collect(),
         });
-        Self { observed: ObservedStream { config: info.config.clone() }, state, cluster }
+        let oldest = (info.state.messages > 0)
+            .then(|| time::OffsetDateTime::now_utc() - info.state.first_timestamp)
+            .and_then(|age| std::time::Duration::try_from(age).ok());
+        let contents = Contents { messages: info.state.messages, bytes: info.state.bytes, oldest, per_subject: None };
+        Self { observed: ObservedStream { config: info.config.clone(), contents }, state, cluster }
     }
 }
 
@@ -65,6 +70,15 @@ pub async fn observe_stream(js: &Context, name: &str) -> Result<Option<StreamRep
             _ => Err(JetStreamError::Unavailable(err.to_string())),
         },
     }
+}
+
+/// How many messages each subject of the stream holds (paged by the server).
+pub async fn messages_per_subject(js: &Context, name: &str) -> Result<Vec<u64>, JetStreamError> {
+    use futures::TryStreamExt;
+    let unavailable = |err: &dyn std::fmt::Display| JetStreamError::Unavailable(err.to_string());
+    let stream = js.get_stream(name).await.map_err(|e| unavailable(&e))?;
+    let subjects = stream.info_with_subjects(">").await.map_err(|e| unavailable(&e))?;
+    subjects.map_ok(|(_, count)| count as u64).try_collect().await.map_err(|e| unavailable(&e))
 }
 
 pub async fn create_stream(js: &Context, config: Config) -> Result<StreamReport, JetStreamError> {

@@ -183,6 +183,7 @@ async fn plan_one_stream(js: &Context, stream: &Stream, namespace: &str) -> anyh
             plan.changes = changes.iter().map(Change::from).collect();
         }
         StreamPlan::Refused { violations } => plan.reasons = reasons(&violations),
+        StreamPlan::WouldLoseMessages { violations } => plan.reasons = reasons(&violations),
         StreamPlan::OwnedElsewhere { owner } => plan.reasons = vec![format!("the stream is managed by {owner}")],
         StreamPlan::AdoptionRefused => {
             plan.reasons = vec!["spec.adoptionPolicy: the stream exists and adoptionPolicy is Never".into()]

@@ -16,7 +16,7 @@ fn desired(ctx: &TestContext, name: &str, yaml: &str) -> DesiredStream {
 
 async fn observe(ctx: &TestContext, name: &str) -> ObservedStream {
     let mut stream = ctx.jetstream.get_stream(name).await.expect("the stream exists");
-    ObservedStream { config: stream.info().await.expect("info").config.clone() }
+    ObservedStream { config: stream.info().await.expect("info").config.clone(), contents: Default::default() }
 }
 
 /// Creates the stream the spec asks for, then checks the next plan is `InSync`.

@@ -22,6 +22,8 @@ pub enum ReconcileError {
     InvalidSpec(Vec<Violation>),
     #[error("{}", list(.0))]
     ChangeRefused(Vec<Violation>),
+    #[error("{}; nothing was changed. To allow it for this spec: {}", list(.0), .1)]
+    WouldLoseMessages(Vec<Violation>, String),
     #[error("{}the server refused the change, and nothing was changed: {}", field_prefix(*.1), .0)]
     ServerRefused(JetStreamError, Option<&'static str>),
     #[error("{0}")]
@@ -54,6 +56,7 @@ impl ReconcileError {
         match self {
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::ChangeRefused(_) => "ChangeRefused",
+            Self::WouldLoseMessages(..) => "WouldLoseMessages",
             Self::ServerRefused(..) => "ServerRefused",
             Self::NatsUnavailable(_) => "NatsUnavailable",
             Self::OwnedElsewhere(..) => "OwnedByAnotherObject",

@@ -21,6 +21,7 @@ use super::{Context, Done, ReconcileError, describe, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
 use crate::jetstream::{self, StreamReport};
+use crate::plan::loss::needs_subject_counts;
 use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream, released, rewritten, without_server_metadata};
 use crate::status::conditions;
 
@@ -38,7 +39,8 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
         tracing::debug!(stream = %key, "paused");
         return Ok(Action::await_change());
     }
-    let desired = DesiredStream::from_spec(&stream.spec, &stream.name_any(), &key);
+    let desired = DesiredStream::from_spec(&stream.spec, &stream.name_any(), &key)
+        .map(|desired| DesiredStream { loss_allowed: consents_to_loss(stream), ..desired });
     let stream_name = desired.as_ref().map_or_else(|_| stream.spec.name.clone(), |d| Some(d.name().to_owned()));
     let namespace = stream.namespace().unwrap_or_default();
     let (report, outcome) = match desired {
@@ -70,6 +72,16 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
     ctx.next(&key, outcome)
 }
 
+/// The annotation by which a user lets one generation of a Stream's spec remove
+/// messages the stream holds: its value is that generation, so that consent is given
+/// per change and does not carry over to the next one.
+pub const LOSS_CONSENT_ANNOTATION: &str = "jetway.dev/allow-message-loss";
+
+fn consents_to_loss(stream: &Stream) -> bool {
+    let generation = stream.metadata.generation.map(|g| g.to_string());
+    generation.is_some() && stream.annotations().get(LOSS_CONSENT_ANNOTATION) == generation.as_ref()
+}
+
 /// Observe, plan and execute; the report is the server's latest word on the stream.
 /// Planned against the server's own form of this spec when it answered it before.
 async fn converge(
@@ -79,10 +91,18 @@ async fn converge(
     ctx: &Context,
 ) -> (Option<StreamReport>, Result<Done, ReconcileError>) {
     let key = key(stream);
-    let report = match jetstream::observe_stream(js, desired.name()).await {
+    let mut report = match jetstream::observe_stream(js, desired.name()).await {
         Ok(report) => report,
         Err(err) => return (None, Err(err.into())),
     };
+    if let Some(observed) = report.as_mut().map(|r| &mut r.observed)
+        && needs_subject_counts(&desired.config, &observed.config, &observed.contents)
+    {
+        match jetstream::messages_per_subject(js, desired.name()).await {
+            Ok(counts) => observed.contents.per_subject = Some(counts),
+            Err(err) => return (report, Err(err.into())),
+        }
+    }
     let sent = &desired.config;
     let stored = ctx.stream_answers.stored_form(&key, sent);
     let desired = &match stored {
@@ -107,6 +127,15 @@ async fn converge(
             .await
             .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) })),
         StreamPlan::Refused { violations } => return (report, Err(ReconcileError::ChangeRefused(violations))),
+        StreamPlan::WouldLoseMessages { violations } => {
+            let consent = format!(
+                "kubectl annotate stream {} -n {} {LOSS_CONSENT_ANNOTATION}={}",
+                stream.name_any(),
+                stream.namespace().unwrap_or_default(),
+                stream.metadata.generation.unwrap_or_default()
+            );
+            return (report, Err(ReconcileError::WouldLoseMessages(violations, consent)));
+        }
         StreamPlan::OwnedElsewhere { owner } => return (report, Err(ReconcileError::OwnedElsewhere("stream", owner))),
         StreamPlan::AdoptionRefused => return (report, Err(ReconcileError::AdoptionRefused("stream"))),
     };

@@ -27,7 +27,7 @@ fn unlimited(name: &str) -> stream::Config {
 fn adopts_without_changes(config: stream::Config) {
     let spec = stream_spec(&config);
     let desired = DesiredStream::from_spec(&spec, "exported", "shop/exported").expect("a valid spec");
-    let plan = plan_stream(&desired, Some(&ObservedStream { config: config.clone() }));
+    let plan = plan_stream(&desired, Some(&ObservedStream { config: config.clone(), contents: Default::default() }));
     assert!(
         matches!(&plan, StreamPlan::Update { adopting: true, changes, .. } if changes.is_empty()),
         "{config:?}\n-> {spec:?}\n-> {plan:?}"

@@ -2,6 +2,7 @@
 //! no awaits, no clock; the controllers feed in what they observed and execute the plan.
 
 pub mod consumer;
+pub mod loss;
 pub mod scale;
 pub mod stream;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{self as js, Config};
 use serde_json::{Value, json};
 
+use super::loss::{Contents, messages_lost};
 use super::{FieldChange, Rule, Violation, check_subject, parse_time};
 use crate::api::stream::{self as api, AdoptionPolicy, StreamSpec};
 
@@ -31,12 +32,15 @@ pub struct DesiredStream {
     /// Server keys whose value the server chooses for this spec: never compared, and
     /// sent back as the server has them.
     pub server_chosen: Vec<&'static str>,
+    /// The user consented to this spec removing messages the stream holds.
+    pub loss_allowed: bool,
 }
 
 /// What the server reported about the stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedStream {
     pub config: Config,
+    pub contents: Contents,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +59,11 @@ pub enum StreamPlan {
     },
     /// Changes the server would refuse; nothing is sent.
     Refused {
+        violations: Vec<Violation>,
+    },
+    /// Changes that would remove messages the stream holds, without consent; nothing
+    /// is sent.
+    WouldLoseMessages {
         violations: Vec<Violation>,
     },
     /// Another `Stream` object manages this stream.
@@ -282,6 +291,7 @@ impl DesiredStream {
             owner: owner.to_owned(),
             adoption: spec.adoption_policy.unwrap_or(AdoptionPolicy::Adopt),
             server_chosen,
+            loss_allowed: false,
         })
     }
 
@@ -516,6 +526,10 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
     }
     if changes.is_empty() && !adopting {
         return StreamPlan::InSync;
+    }
+    let lost = messages_lost(&desired.config, &observed.config, &observed.contents);
+    if !lost.is_empty() && !desired.loss_allowed {
+        return StreamPlan::WouldLoseMessages { violations: lost };
     }
     let mut config = with_server_choices(&desired.config, &observed.config, &desired.server_chosen);
     if want["placement"] == have["placement"] {

@@ -22,7 +22,7 @@ fn echoed(config: &Config) -> ObservedStream {
     config.metadata.insert("_nats.ver".into(), "2.14.9".into());
     config.compression.get_or_insert(js::Compression::None);
     config.first_sequence = None;
-    ObservedStream { config }
+    ObservedStream { config, contents: Default::default() }
 }
 
 fn changed_fields(plan: &StreamPlan) -> Vec<&'static str> {
