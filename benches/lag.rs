@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs(args.seconds);
 
     // Jetway's poller, sampled at random moments for the age of a random consumer's figure.
-    let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new())));
+    let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), interval));
     for (stream, consumer) in &targets {
         let watched = Watched {
             namespace: "bench".into(),

@@ -176,7 +176,8 @@ async fn values(
                     "value": lag.pending.to_string(),
                 }))
             }
-            Observation::Missing { .. } => None,
+            // No value for a consumer not there, or not read lately: the HPA then holds.
+            Observation::Missing { .. } | Observation::Stale { .. } => None,
         })
         .collect();
     Json(json!({ "kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items }))

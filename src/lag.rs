@@ -59,6 +59,25 @@ pub enum Observation {
     Missing {
         at: Instant,
     },
+    /// The last figures are older than a few intervals (NATS cut off, the poller
+    /// stalled): nothing may act on them.
+    Stale {
+        lag: ConsumerLag,
+        at: Instant,
+    },
+}
+
+/// How many poll intervals a reading stays good for.
+const FRESH_FOR_INTERVALS: u32 = 3;
+
+impl Observation {
+    /// `Stale` once a reading is older than `fresh_for`.
+    fn aged(self, fresh_for: Duration) -> Self {
+        match self {
+            Self::Found { lag, at } | Self::Stale { lag, at } if at.elapsed() > fresh_for => Self::Stale { lag, at },
+            other => other,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,11 +91,14 @@ struct State {
 pub struct LagPoller {
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// How old a reading may be before it is `Stale`.
+    fresh_for: Duration,
 }
 
 impl LagPoller {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { state: Mutex::default(), metrics }
+    /// A poller whose readings, taken every `interval`, go stale after a few intervals.
+    pub fn new(metrics: Arc<Metrics>, interval: Duration) -> Self {
+        Self { state: Mutex::default(), metrics, fresh_for: interval * FRESH_FOR_INTERVALS }
     }
 
     /// Starts (or updates) watching the consumer the object `key` manages.
@@ -101,7 +123,7 @@ impl LagPoller {
 
     /// The last poll's answer for the object `key`, if it was polled.
     pub fn observation(&self, key: &str) -> Option<Observation> {
-        self.state.lock().expect("lag state").observed.get(key).copied()
+        self.state.lock().expect("lag state").observed.get(key).map(|o| o.aged(self.fresh_for))
     }
 
     /// Every watched consumer of `namespace` with its last reading, if it was read.
@@ -111,7 +133,9 @@ impl LagPoller {
             .watched
             .iter()
             .filter(|(_, watched)| watched.namespace == namespace)
-            .filter_map(|(key, watched)| state.observed.get(key).map(|observation| (watched.clone(), *observation)))
+            .filter_map(|(key, watched)| {
+                state.observed.get(key).map(|observation| (watched.clone(), observation.aged(self.fresh_for)))
+            })
             .collect()
     }
 

@@ -40,7 +40,7 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
         js.publish("wide.x", "m".into()).await.unwrap().await.unwrap();
     }
     let metrics = Arc::new(Metrics::new());
-    let poller = LagPoller::new(metrics.clone());
+    let poller = LagPoller::new(metrics.clone(), std::time::Duration::from_secs(1));
     let watch = |n: usize| Watched {
         namespace: "shop".into(),
         connection: String::new(),

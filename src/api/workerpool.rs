@@ -89,12 +89,16 @@ pub struct Worker {
 /// How the pool follows its consumer's pending messages.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas cannot be above maxReplicas", "fieldPath": ".minReplicas"},
+    {"rule": "!has(self.cooldown) || duration(self.cooldown) <= duration('24h')", "message": "cooldown is at most 24h", "fieldPath": ".cooldown"},
+]))]
 pub struct Autoscaling {
     /// Replicas at the least; 0 lets an idle pool stop entirely.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub min_replicas: i32,
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub max_replicas: i32,
     /// Pending messages one replica is meant to work through.
     #[schemars(range(min = 1))]
@@ -104,8 +108,8 @@ pub struct Autoscaling {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub activation_pending: i64,
-    /// How long pending must stay at or below activationPending before the pool goes
-    /// to 0 (default 5m).
+    /// How long pending must stay at or below activationPending, with no message in
+    /// flight, before the pool goes to 0 (default 5m, at most 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<GoDuration>,
     /// Handed unchanged to the pool's HorizontalPodAutoscaler (stabilization windows,

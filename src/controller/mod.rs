@@ -122,7 +122,7 @@ impl Context {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let dead_letters = DeadLetters::new(shutdown);
-        let lag = Arc::new(LagPoller::new(metrics.clone()));
+        let lag = Arc::new(LagPoller::new(metrics.clone(), settings.lag_interval));
         Self {
             client,
             connections,

@@ -36,7 +36,7 @@ use crate::api::condition::READY;
 use crate::api::consumer::Consumer;
 use crate::api::workerpool::{Autoscaling, WorkerPool, WorkerPoolStatus};
 use crate::extmetrics::PENDING;
-use crate::lag::Observation;
+use crate::lag::{ConsumerLag, Observation};
 use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision, ScaleInput};
 use crate::status::{Health, conditions};
 
@@ -61,6 +61,8 @@ struct PoolMemory {
     /// predate the status write that recorded it.
     last_scale: Option<(Time, &'static str)>,
     hpa: HpaState,
+    /// The Deployment and HPA of the pool's name were found to be the pool's, or absent.
+    owns_its_objects: bool,
 }
 
 /// What this process knows of a pool's HPA, so that it is written only when it would
@@ -78,14 +80,15 @@ enum HpaState {
 }
 
 impl ScaleMemory {
-    fn input(&self, key: &str, pending: u64, active: bool, current: i32, window: Duration) -> ScaleInput {
+    fn input(&self, key: &str, lag: &ConsumerLag, active: bool, current: i32, window: Duration) -> ScaleInput {
         let mut pools = self.pools.lock().expect("scale memory");
         let memory = pools.entry(key.to_owned()).or_default();
         let now = Instant::now();
         memory.wants.retain(|(at, _)| now.duration_since(*at) < window);
         memory.quiet_since = if active { None } else { Some(memory.quiet_since.unwrap_or(now)) };
         ScaleInput {
-            pending,
+            pending: lag.pending,
+            in_flight: lag.ack_pending,
             current,
             recent_high: memory.wants.iter().map(|(_, want)| *want).max().unwrap_or(0),
             quiet_for: memory.quiet_since.map_or(Duration::ZERO, |since| now.duration_since(since)),
@@ -122,6 +125,14 @@ impl ScaleMemory {
         })
     }
 
+    fn owned(&self, key: &str) {
+        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().owns_its_objects = true;
+    }
+
+    fn owns_its_objects(&self, key: &str) -> bool {
+        self.pools.lock().expect("scale memory").get(key).is_some_and(|memory| memory.owns_its_objects)
+    }
+
     fn forget(&self, key: &str) {
         self.pools.lock().expect("scale memory").remove(key);
     }
@@ -145,6 +156,24 @@ fn missing(reason: &'static str, message: String) -> Health {
 
 async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = key(&*pool);
+    if super::is_paused(&*pool) {
+        return Ok(Action::await_change());
+    }
+    if let Some(owner) = foreign_owner(&pool, &ctx, &key).await? {
+        let previous = pool.status.clone().unwrap_or_default();
+        let message = format!("{owner}; the pool leaves it untouched until it is removed or given to the pool");
+        let health = Health::Stalled { reason: "OwnedByAnotherObject", message };
+        let status = WorkerPoolStatus {
+            observed_generation: pool.metadata.generation,
+            conditions: conditions(&previous.conditions, &health, pool.metadata.generation, &now()),
+            ..previous.clone()
+        };
+        if status.conditions != previous.conditions {
+            ctx.event(&*pool, true, health.reason(), health.message().to_owned()).await;
+        }
+        ctx.write_status(&*pool, &previous, &status).await?;
+        return Ok(ctx.resync(&key));
+    }
     let namespace = pool.namespace().unwrap_or_default();
     let previous = pool.status.clone().unwrap_or_default();
     let consumer_name = &pool.spec.consumer_ref.name;
@@ -173,6 +202,13 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
             let message = "waiting for the first reading of the consumer's lag".to_owned();
             (Health::Progressing { reason: "LagUnknown", message }, None, None)
         }
+        (Some(_), Some(Observation::Stale { at, .. }), Some(_)) => {
+            let age = at.elapsed().as_secs();
+            let message = format!(
+                "the consumer's lag was last read {age}s ago; the pool keeps its replicas until it is read again"
+            );
+            (Health::Progressing { reason: "LagStale", message }, None, None)
+        }
         (Some(_), lag, None) => {
             let pending = match lag {
                 Some(Observation::Found { lag, at }) => Some((lag.pending, at)),
@@ -183,7 +219,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         (Some(_), Some(Observation::Found { lag, at }), Some(policy)) => {
             let active = lag.pending > u64::try_from(policy.activation_pending).unwrap_or(0);
             let window = policy.cooldown.map_or(DEFAULT_COOLDOWN, |d| d.0);
-            let input = ctx.scale_memory.input(&key, lag.pending, active, current, window);
+            let input = ctx.scale_memory.input(&key, &lag, active, current, window);
             let decision = match ctx.settings.autoscaler {
                 Autoscaler::Jetway => {
                     let decision = scale::decide(policy, input);
@@ -196,6 +232,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         }
     };
     match (ctx.settings.autoscaler, &pool.spec.autoscaling) {
+        _ if ctx.settings.observe_only => {}
         (Autoscaler::Hpa, Some(policy)) => {
             // Without the consumer's names there is nothing to select yet.
             if let Some((stream, consumer)) = ctx.lag.names(&key_of(&namespace, consumer_name)) {
@@ -221,6 +258,20 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     if let Some((at, reason)) = ctx.scale_memory.last_scale(&key) {
         status.last_scale_time = Some(at);
         status.last_scale_reason = Some(reason.to_owned());
+    }
+    if ctx.settings.observe_only {
+        let would = decision.filter(|d| d.replicas != current).map_or_else(
+            || "observe-only: the Deployment is left as it is".to_owned(),
+            |d| format!("observe-only: would scale from {current} to {} replicas ({})", d.replicas, d.reason),
+        );
+        status.conditions = conditions(
+            &previous.conditions,
+            &Health::Progressing { reason: "ChangesPending", message: would },
+            pool.metadata.generation,
+            &now(),
+        );
+        ctx.write_status(&*pool, &previous, &status).await?;
+        return Ok(Action::requeue(AUTOSCALE_EVERY));
     }
     let replicas = match decision {
         Some(ScaleDecision { replicas, reason }) if replicas != current => {
@@ -378,6 +429,44 @@ async fn remove_hpa(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<(), R
     }
     ctx.scale_memory.set_hpa(key, HpaState::Absent);
     Ok(())
+}
+
+/// Who else owns the Deployment or HPA of the pool's name, if anyone: an object the
+/// pool did not make (no owner reference to it) is never taken over. Checked until
+/// found to be the pool's, then remembered.
+async fn foreign_owner(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<Option<String>, ReconcileError> {
+    if ctx.scale_memory.owns_its_objects(key) {
+        return Ok(None);
+    }
+    let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
+    let uid = pool.uid();
+    let foreign = |kind: &str, meta: Option<ObjectMeta>| {
+        let meta = meta?;
+        let owners = meta.owner_references.unwrap_or_default();
+        if owners.iter().any(|o| Some(&o.uid) == uid.as_ref()) {
+            return None;
+        }
+        Some(match owners.iter().find(|o| o.controller == Some(true)) {
+            Some(o) => format!("the {kind} {name} is controlled by {} {}", o.kind, o.name),
+            None => format!(
+                "the {kind} {name} exists without an owner reference to this pool (made by hand or another tool)"
+            ),
+        })
+    };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let deployment = deployments.get_opt(&name).await.map_err(ReconcileError::Kube)?;
+    if let Some(owner) = foreign("Deployment", deployment.map(|d| d.metadata)) {
+        return Ok(Some(owner));
+    }
+    if ctx.settings.autoscaler == Autoscaler::Hpa && pool.spec.autoscaling.is_some() {
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
+        let hpa = hpas.get_opt(&name).await.map_err(ReconcileError::Kube)?;
+        if let Some(owner) = foreign("HorizontalPodAutoscaler", hpa.map(|h| h.metadata)) {
+            return Ok(Some(owner));
+        }
+    }
+    ctx.scale_memory.owned(key);
+    Ok(None)
 }
 
 /// Name, namespace, the pool label and the pool as controlling owner.

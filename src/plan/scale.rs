@@ -28,6 +28,8 @@ pub struct ScaleInput {
     pub recent_high: i32,
     /// How long pending has been at or below activationPending (zero if it is above).
     pub quiet_for: Duration,
+    /// Messages delivered and not yet acknowledged: work the pool is doing now.
+    pub in_flight: u64,
 }
 
 /// Replicas, and why, as a PascalCase reason.
@@ -55,7 +57,8 @@ pub fn decide(policy: &Autoscaling, input: ScaleInput) -> ScaleDecision {
     if !active && floor == 0 {
         return match input.current {
             0 => ScaleDecision::new(0, "Idle"),
-            _ if input.quiet_for >= cooldown => ScaleDecision::new(0, "IdleAfterCooldown"),
+            _ if input.quiet_for >= cooldown && input.in_flight == 0 => ScaleDecision::new(0, "IdleAfterCooldown"),
+            current if input.in_flight > 0 => ScaleDecision::new(current.clamp(1, max), "WorkInFlight"),
             current => ScaleDecision::new(current.clamp(1, max), "CoolingDown"),
         };
     }
@@ -82,7 +85,9 @@ pub fn beside_hpa(policy: &Autoscaling, input: ScaleInput) -> Option<ScaleDecisi
     match input.current {
         0 if active || floor > 0 => Some(ScaleDecision::new(floor.max(1), "Activated")),
         0 => Some(ScaleDecision::new(0, "Idle")),
-        _ if floor == 0 && !active && input.quiet_for >= cooldown => Some(ScaleDecision::new(0, "IdleAfterCooldown")),
+        _ if floor == 0 && !active && input.quiet_for >= cooldown && input.in_flight == 0 => {
+            Some(ScaleDecision::new(0, "IdleAfterCooldown"))
+        }
         _ => None,
     }
 }
@@ -104,7 +109,7 @@ mod tests {
     }
 
     fn input(pending: u64, current: i32) -> ScaleInput {
-        ScaleInput { pending, current, recent_high: 0, quiet_for: Duration::ZERO }
+        ScaleInput { pending, current, recent_high: 0, quiet_for: Duration::ZERO, in_flight: 0 }
     }
 
     #[test]
@@ -173,5 +178,15 @@ mod tests {
             Some(ScaleDecision { replicas: 0, reason: "IdleAfterCooldown" })
         );
         assert_eq!(beside_hpa(&policy(1, 10), quiet(Duration::from_secs(600))), None, "never below minReplicas");
+    }
+
+    #[test]
+    fn work_in_flight_is_never_scaled_to_zero() {
+        let busy = ScaleInput { quiet_for: Duration::from_secs(600), in_flight: 3, ..input(0, 2) };
+        assert_eq!(decide(&policy(0, 10), busy), ScaleDecision::new(2, "WorkInFlight"));
+        assert_eq!(beside_hpa(&policy(0, 10), busy), None, "the HPA's decision stands");
+        let done = ScaleInput { in_flight: 0, ..busy };
+        assert_eq!(decide(&policy(0, 10), done), ScaleDecision::new(0, "IdleAfterCooldown"));
+        assert_eq!(beside_hpa(&policy(0, 10), done), Some(ScaleDecision::new(0, "IdleAfterCooldown")));
     }
 }

@@ -12,6 +12,7 @@ pub mod nats;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod tools;
 pub mod wait;
 
