@@ -25,7 +25,7 @@ use crate::api::stream::DeletionPolicy;
 use crate::deadletter::Target;
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
 use crate::lag::Watched;
-use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer, rewritten};
+use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer, released, rewritten};
 use crate::plan::stream::OWNER_KEY;
 use crate::status::conditions;
 
@@ -126,7 +126,13 @@ async fn converge(
         Some(config) => DesiredConsumer { config, ..desired.clone() },
         None => desired.clone(),
     };
-    let plan = plan_consumer(desired, observed.as_ref().map(|r| &r.observed));
+    let mut plan = plan_consumer(desired, observed.as_ref().map(|r| &r.observed));
+    if let (ConsumerPlan::OwnedElsewhere { owner }, Some(report)) = (&plan, &observed)
+        && !ctx.owner_exists::<Consumer>(owner).await
+    {
+        let orphan = ObservedConsumer { config: released(&report.observed) };
+        plan = plan_consumer(desired, Some(&orphan));
+    }
     if ctx.settings.observe_only {
         let pending = match &plan {
             ConsumerPlan::Create { .. } => Some("observe-only: would create the consumer".to_owned()),
@@ -212,8 +218,15 @@ async fn warn_of_unmatched_filters(
 async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let (consumer, ctx) = (&*consumer, &*ctx);
     let reference = consumer.spec.connection_ref.as_ref();
-    ctx.cleanup_through(consumer, reference, move |js| async move { apply_deletion_policy(consumer, ctx, &js).await })
-        .await
+    let key = key(consumer);
+    ctx.consumer_answers.forget(&key);
+    ctx.dead_letters.ensure(&key, None);
+    ctx.lag.forget(&key);
+    let delete = consumer.spec.deletion_policy == Some(DeletionPolicy::Delete);
+    ctx.cleanup_through(consumer, reference, delete, move |js| async move {
+        apply_deletion_policy(consumer, ctx, &js).await
+    })
+    .await
 }
 
 async fn apply_deletion_policy(
@@ -222,20 +235,36 @@ async fn apply_deletion_policy(
     js: &async_nats::jetstream::Context,
 ) -> Result<Action, ReconcileError> {
     let key = key(consumer);
-    ctx.consumer_answers.forget(&key);
-    ctx.dead_letters.ensure(&key, None);
-    ctx.lag.forget(&key);
     let policy = consumer.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
-    if ctx.settings.observe_only || policy == DeletionPolicy::Retain {
+    if ctx.settings.observe_only {
         return Ok(Action::await_change());
     }
     let name = consumer.spec.durable_name.clone().unwrap_or_else(|| consumer.name_any());
     let stream = &consumer.spec.stream_name;
-    if let ConsumerLookup::Found(report) = jetstream::observe_consumer(js, stream, &name).await?
-        && report.observed.config.metadata.get(OWNER_KEY) == Some(&key)
-    {
-        jetstream::delete_consumer(js, stream, &name).await?;
-        ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
+    let lookup = match jetstream::observe_consumer(js, stream, &name).await {
+        Ok(lookup) => lookup,
+        Err(err) if policy == DeletionPolicy::Delete => return Err(err.into()),
+        Err(err) => {
+            tracing::warn!(consumer = %key, error = %err, "cannot release the retained consumer; leaving it as it is");
+            return Ok(Action::await_change());
+        }
+    };
+    let ConsumerLookup::Found(report) = lookup else { return Ok(Action::await_change()) };
+    if report.observed.config.metadata.get(OWNER_KEY) != Some(&key) {
+        return Ok(Action::await_change());
+    }
+    match policy {
+        DeletionPolicy::Delete => {
+            jetstream::delete_consumer(js, stream, &name).await?;
+            ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
+        }
+        DeletionPolicy::Retain => {
+            if let Err(err) = jetstream::put_consumer(js, stream, released(&report.observed), false).await {
+                tracing::warn!(consumer = %key, error = %err, "cannot remove the ownership mark from the retained consumer");
+            }
+            let note = format!("left the JetStream consumer {name} on {stream} on the server, without Jetway's marks");
+            ctx.event(consumer, false, "Retained", note).await;
+        }
     }
     Ok(Action::await_change())
 }

@@ -157,12 +157,16 @@ impl Context {
     }
 
     /// Cleanup through the connection an object names: `policy` runs with it, and the
-    /// object's use of the pool ends once it succeeds. When the connection is gone,
-    /// nothing can be done on the server and the object is let go.
+    /// object's use of the pool ends once it succeeds. A paused object is let go with
+    /// the server left exactly as it is. When the connection cannot be had, an object
+    /// that must `delete` what it manages waits (retrying) rather than leak it; any
+    /// other is let go, and its ownership mark, if left, names an object that no
+    /// longer exists, which a new object may adopt.
     pub async fn cleanup_through<K, F, Fut>(
         &self,
         object: &K,
         reference: Option<&LocalRef>,
+        delete: bool,
         policy: F,
     ) -> Result<Action, ReconcileError>
     where
@@ -171,9 +175,15 @@ impl Context {
         Fut: std::future::Future<Output = Result<Action, ReconcileError>>,
     {
         let key = key(object);
+        if is_paused(object) {
+            tracing::info!(object = %key, "paused: deleted without touching the server");
+            self.connections.release(&key).await;
+            return Ok(Action::await_change());
+        }
         let namespace = object.namespace().unwrap_or_default();
         let result = match self.connection(&namespace, reference, &key).await {
             Ok(pooled) => policy(pooled.jetstream).await,
+            Err(err) if delete => return Err(err),
             Err(err) => {
                 tracing::warn!(object = %key, error = %err, "the connection is gone; leaving the server as it is");
                 Ok(Action::await_change())
@@ -183,6 +193,21 @@ impl Context {
             self.connections.release(&key).await;
         }
         result
+    }
+
+    /// Whether the object of kind `K` that an ownership mark names (`<namespace>/<name>`)
+    /// still exists; a mark left by an object since deleted binds nothing. Any doubt
+    /// (a malformed mark, an error asking) counts as existing.
+    pub async fn owner_exists<K>(&self, owner: &str) -> bool
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let Some((namespace, name)) = owner.split_once('/') else { return true };
+        let api: kube::Api<Decoded<K>> = kube::Api::namespaced(self.client.clone(), namespace);
+        !matches!(api.get_opt(name).await, Ok(None))
     }
 
     /// The next look at an object that is fine: the resync interval, give or take

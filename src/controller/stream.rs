@@ -22,7 +22,9 @@ use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
 use crate::jetstream::{self, StreamReport};
 use crate::plan::loss::needs_subject_counts;
-use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream, released, rewritten, without_server_metadata};
+use crate::plan::stream::{
+    DesiredStream, ObservedStream, StreamPlan, plan_stream, released, rewritten, without_server_metadata,
+};
 use crate::status::conditions;
 
 pub const KIND: &str = "Stream";
@@ -109,7 +111,13 @@ async fn converge(
         Some(config) => DesiredStream { config, ..desired.clone() },
         None => desired.clone(),
     };
-    let plan = plan_stream(desired, report.as_ref().map(|r| &r.observed));
+    let mut plan = plan_stream(desired, report.as_ref().map(|r| &r.observed));
+    if let (StreamPlan::OwnedElsewhere { owner }, Some(report)) = (&plan, &report)
+        && !ctx.owner_exists::<Stream>(owner).await
+    {
+        let orphan = ObservedStream { config: released(&report.observed), ..report.observed.clone() };
+        plan = plan_stream(desired, Some(&orphan));
+    }
     if ctx.settings.observe_only {
         let pending = match &plan {
             StreamPlan::Create { .. } => Some("observe-only: would create the stream".to_owned()),
@@ -173,7 +181,15 @@ async fn create(
 async fn cleanup(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let (stream, ctx) = (&*stream, &*ctx);
     let reference = stream.spec.connection_ref.as_ref();
-    ctx.cleanup_through(stream, reference, move |js| async move { apply_deletion_policy(stream, ctx, &js).await }).await
+    ctx.stream_answers.forget(&key(stream));
+    let delete = stream.spec.deletion_policy == Some(DeletionPolicy::Delete);
+    ctx.cleanup_through(
+        stream,
+        reference,
+        delete,
+        move |js| async move { apply_deletion_policy(stream, ctx, &js).await },
+    )
+    .await
 }
 
 async fn apply_deletion_policy(
@@ -182,7 +198,6 @@ async fn apply_deletion_policy(
     js: &async_nats::jetstream::Context,
 ) -> Result<Action, ReconcileError> {
     let key = key(stream);
-    ctx.stream_answers.forget(&key);
     let name = stream.spec.name.clone().unwrap_or_else(|| stream.name_any());
     let policy = stream.spec.deletion_policy.unwrap_or(DeletionPolicy::Retain);
     if ctx.settings.observe_only {

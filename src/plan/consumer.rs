@@ -284,6 +284,14 @@ fn previously_managed(config: &Config) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The consumer's configuration without Jetway's marks (owner and managed fields)
+/// and the server's own metadata, for a consumer that is retained.
+pub fn released(observed: &ObservedConsumer) -> Config {
+    let mut config = observed.config.clone();
+    config.metadata.retain(|k, _| k != OWNER_KEY && k != MANAGED_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
+    config
+}
+
 /// The consumer fields as (server key, spec path), in the planner's order.
 pub fn fields() -> impl Iterator<Item = (&'static str, &'static str)> {
     FIELDS.iter().map(|(key, spec, _)| (*key, *spec))
