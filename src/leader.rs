@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
@@ -43,13 +44,55 @@ pub struct LeaderElection {
 pub struct Leadership {
     state: watch::Receiver<bool>,
     task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    /// Whether this replica has seen its own renewal within the renew deadline.
+    renewed: watch::Receiver<bool>,
+    keeper: JoinHandle<()>,
+}
+
+/// The share of the lease duration within which a leader must see its own renewal,
+/// or stop writing: shorter than the lease, so that it has stopped before any other
+/// replica can take the lease over (client-go's RenewDeadline).
+const RENEW_DEADLINE_SHARE: f64 = 0.7;
+
+/// Watches the Lease: `true` while this replica holds it and its last renewal is
+/// younger than the renew deadline, as far as the apiserver (not this process's own
+/// hopes) says; a partition from the apiserver turns it `false` within the deadline.
+async fn keep_watch(
+    api: kube::Api<Lease>,
+    lease: String,
+    identity: String,
+    duration: Duration,
+    renewed: watch::Sender<bool>,
+) {
+    let deadline = duration.mul_f64(RENEW_DEADLINE_SHARE);
+    let period = (duration / 10).max(Duration::from_millis(200));
+    let mut confirmed: Option<std::time::Instant> = None;
+    let mut every = tokio::time::interval(period);
+    loop {
+        every.tick().await;
+        let read = tokio::time::timeout(period, api.get_opt(&lease)).await;
+        if let Ok(Ok(Some(found))) = read {
+            let spec = found.spec.unwrap_or_default();
+            let holder = spec.holder_identity.as_deref() == Some(identity.as_str());
+            let age = spec.renew_time.and_then(|t| {
+                let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+                Duration::try_from(age).ok()
+            });
+            confirmed = match (holder, age) {
+                (true, Some(age)) => std::time::Instant::now().checked_sub(age),
+                _ => None,
+            };
+        }
+        let valid = confirmed.is_some_and(|at| at.elapsed() < deadline);
+        renewed.send_if_modified(|was| std::mem::replace(was, valid) != valid);
+    }
 }
 
 impl LeaderElection {
     /// Joins the election; the Lease is made if it does not exist.
     pub async fn join(&self, client: kube::Client) -> Result<Leadership, LeaseManagerError> {
         let seconds = |d: Duration| d.as_secs().max(1);
-        let manager = LeaseManagerBuilder::new(client, &self.lease)
+        let manager = LeaseManagerBuilder::new(client.clone(), &self.lease)
             .with_namespace(&self.namespace)
             .with_identity(&self.identity)
             .with_duration(seconds(self.duration))
@@ -57,7 +100,11 @@ impl LeaderElection {
             .build()
             .await?;
         let (state, task) = manager.watch().await;
-        Ok(Leadership { state, task })
+        let (renewed_tx, renewed) = watch::channel(false);
+        let api: kube::Api<Lease> = kube::Api::namespaced(client, &self.namespace);
+        let keeper =
+            tokio::spawn(keep_watch(api, self.lease.clone(), self.identity.clone(), self.duration, renewed_tx));
+        Ok(Leadership { state, task, renewed, keeper })
     }
 
     /// Labels this replica's Pod as leader or not; without a Pod (a local run) there is
@@ -76,13 +123,26 @@ impl Leadership {
         self.state.wait_for(|leader| *leader).await.is_ok()
     }
 
-    /// Waits until this replica no longer leads.
+    /// Waits until this replica no longer leads: the lease went to another, or its
+    /// renewal was not seen within the renew deadline.
     pub async fn lost(&mut self) {
-        let _ = self.state.wait_for(|leader| !*leader).await;
+        let _ = self.renewed.wait_for(|renewed| *renewed).await;
+        tokio::select! {
+            _ = self.state.wait_for(|leader| !*leader) => {}
+            _ = self.renewed.wait_for(|renewed| !*renewed) => {
+                tracing::error!("the lease's renewal was not seen within the renew deadline");
+            }
+        }
+    }
+
+    /// A gate that closes the moment leadership is in doubt, for every writer to check.
+    pub fn writes(&self) -> WriteGate {
+        WriteGate(Some(self.renewed.clone()))
     }
 
     /// Lets go of the Lease (if held), so that a standby takes over at once.
     pub async fn release(self) {
+        self.keeper.abort();
         // Closing the channel makes the manager release the Lease and end.
         drop(self.state);
         match tokio::time::timeout(RELEASE_GRACE, self.task).await {
@@ -91,5 +151,16 @@ impl Leadership {
             Ok(Err(join)) => tracing::warn!(error = %join, "the leader election task failed"),
             Err(_) => tracing::warn!("releasing the leader lease took too long; it lapses on its own"),
         }
+    }
+}
+
+/// Whether this process may write to JetStream and Kubernetes now: always without
+/// leader election, and only while the lease's renewal is seen with it.
+#[derive(Clone, Debug, Default)]
+pub struct WriteGate(Option<watch::Receiver<bool>>);
+
+impl WriteGate {
+    pub fn open(&self) -> bool {
+        self.0.as_ref().is_none_or(|renewed| *renewed.borrow())
     }
 }

@@ -113,13 +113,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let jetstream = config.nats.jetstream(nats.clone());
     let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         kube,
         Pool::new(default, health.metrics.clone()),
         config.controllers,
         health.metrics.clone(),
         shutdown.clone(),
-    ));
+    );
+    ctx.writes = leadership.as_ref().map(|l| l.writes()).unwrap_or_default();
+    let ctx = Arc::new(ctx);
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));

@@ -4,53 +4,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use jetway::api::stream::Stream;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
-use support::{EVENTUALLY, POLL, TestContext, http_get, metric, wait_until};
-
-/// One `jetway run` process for the test's namespace, with its own /metrics address.
-struct Replica {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl Replica {
-    fn start(ctx: &TestContext) -> Self {
-        let port = jetway_testground::wait::free_port().expect("a port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
-            .args(["run", "--namespace", &ctx.namespace, "--leader-elect-namespace", &ctx.namespace])
-            .args(["--metrics-addr", &addr.to_string(), "--nats-url", &ctx.nats_url, "--resync-interval", "2s"])
-            .env("KUBECONFIG", &ctx.kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting jetway run");
-        Self { child, addr }
-    }
-
-    async fn leads(&self) -> bool {
-        metric(self.addr, "jetway_leader").await == Some(1.0)
-    }
-
-    async fn ready(&self) -> bool {
-        matches!(http_get(self.addr, "/readyz").await, Ok((200, _)))
-    }
-
-    async fn reconciles(&self) -> f64 {
-        let (_, text) = http_get(self.addr, "/metrics").await.unwrap_or_default();
-        text.lines()
-            .filter(|line| line.starts_with("jetway_reconciles_total"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
+use support::replica::Replica;
+use support::{EVENTUALLY, POLL, TestContext, metric, wait_until};
 
 async fn ready_stream(ctx: &TestContext, object: &str) {
     let name = ctx.unique(object);

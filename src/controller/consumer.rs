@@ -143,6 +143,11 @@ async fn converge(
             return (observed, Ok(Done::Pending(pending)));
         }
     }
+    if matches!(plan, ConsumerPlan::Create { .. } | ConsumerPlan::Update { .. })
+        && let Err(err) = ctx.may_write()
+    {
+        return (observed, Err(err));
+    }
     let result = match plan {
         ConsumerPlan::InSync => return (observed, Ok(Done::InSync)),
         ConsumerPlan::Create { config } => {

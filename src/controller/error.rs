@@ -40,6 +40,8 @@ pub enum ReconcileError {
     Connection(ResolveError),
     #[error("still used by {0}; it is deleted once nothing refers to it")]
     InUse(String),
+    #[error("this replica's leadership is in doubt (its lease renewal was not seen in time); it writes nothing")]
+    NotLeader,
 }
 
 fn field_prefix(field: Option<&str>) -> String {
@@ -64,13 +66,16 @@ impl ReconcileError {
             Self::StreamNotFound(_) => "StreamNotFound",
             Self::Connection(e) => e.reason(),
             Self::InUse(_) => "InUse",
+            Self::NotLeader => "NotLeader",
             Self::Kube(_) => "KubernetesApiError",
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
-            Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) => Retry::Backoff,
+            Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) | Self::NotLeader => {
+                Retry::Backoff
+            }
             Self::StreamNotFound(_) | Self::InUse(_) | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
             _ => Retry::OnChange,
         }

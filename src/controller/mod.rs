@@ -107,6 +107,8 @@ pub struct Context {
     /// What the server made of the stream and consumer configurations sent to it.
     pub stream_answers: answers::Answers<async_nats::jetstream::stream::Config>,
     pub consumer_answers: answers::Answers<async_nats::jetstream::consumer::Config>,
+    /// Closed while this replica's leadership is in doubt: no write goes out then.
+    pub writes: crate::leader::WriteGate,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -134,6 +136,7 @@ impl Context {
             synced: CacheSync::default(),
             stream_answers: Default::default(),
             consumer_answers: Default::default(),
+            writes: Default::default(),
             recorder,
             failures: Mutex::default(),
         }
@@ -180,6 +183,7 @@ impl Context {
             self.connections.release(&key).await;
             return Ok(Action::await_change());
         }
+        self.may_write()?;
         let namespace = object.namespace().unwrap_or_default();
         let result = match self.connection(&namespace, reference, &key).await {
             Ok(pooled) => policy(pooled.jetstream).await,
@@ -193,6 +197,11 @@ impl Context {
             self.connections.release(&key).await;
         }
         result
+    }
+
+    /// `Err(NotLeader)` while this replica may not write (its lease is in doubt).
+    pub fn may_write(&self) -> Result<(), ReconcileError> {
+        if self.writes.open() { Ok(()) } else { Err(ReconcileError::NotLeader) }
     }
 
     /// Whether the object of kind `K` that an ownership mark names (`<namespace>/<name>`)

@@ -128,6 +128,11 @@ async fn converge(
             return (report, Ok(Done::Pending(pending)));
         }
     }
+    if matches!(plan, StreamPlan::Create { .. } | StreamPlan::Update { .. })
+        && let Err(err) = ctx.may_write()
+    {
+        return (report, Err(err));
+    }
     let result = match plan {
         StreamPlan::InSync => return (report, Ok(Done::InSync)),
         StreamPlan::Create { config } => create(js, config, &desired.config).await.map(|r| (r, Done::Created)),

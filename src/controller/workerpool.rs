@@ -159,6 +159,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     if super::is_paused(&*pool) {
         return Ok(Action::await_change());
     }
+    ctx.may_write()?;
     if let Some(owner) = foreign_owner(&pool, &ctx, &key).await? {
         let previous = pool.status.clone().unwrap_or_default();
         let message = format!("{owner}; the pool leaves it untouched until it is removed or given to the pool");

@@ -15,6 +15,8 @@ use rand::distr::{Alphanumeric, SampleString};
 
 pub use jetway_testground::wait::until as wait_until;
 
+pub mod replica;
+
 /// How long a test waits for something the servers do on their own.
 pub const EVENTUALLY: Duration = Duration::from_secs(60);
 /// How often it looks.
