@@ -11,7 +11,6 @@ use async_nats::jetstream::stream::Config as StreamConfig;
 use jetway::api::consumer::Consumer;
 use jetway::api::stream::Stream;
 use jetway::plan::stream::OWNER_KEY;
-use jetway_testground::proxy::Proxy;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -92,10 +91,7 @@ async fn a_retained_consumer_is_left_without_jetways_marks() {
 async fn a_delete_policy_object_waits_out_a_nats_outage_instead_of_leaking_its_stream() {
     let ctx = TestContext::new("delete-outage").await;
     support::install_crds(&ctx.client).await;
-    let nats: std::net::SocketAddr = ctx.nats_url.trim_start_matches("nats://").parse().expect("host:port");
-    let proxy = Proxy::start(nats).await.expect("a proxy");
-    let through = format!("nats://{}", proxy.addr());
-    let operator = Operator::start(&ctx.namespace, |config| config.nats.servers = vec![through]).await;
+    let (proxy, operator) = support::operator_behind_proxy(&ctx).await;
     let streams = ctx.api::<Stream>();
     let name = ctx.unique("OUTAGE");
     apply(&streams, "Stream", "outage", json!({"name": name, "deletionPolicy": "Delete"}), json!({})).await;

@@ -8,7 +8,6 @@ mod support;
 use std::time::Duration;
 
 use jetway::api::workerpool::WorkerPool;
-use jetway_testground::proxy::Proxy;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use serde_json::json;
@@ -70,10 +69,7 @@ async fn messages_in_flight_keep_the_pool_from_going_to_zero() {
 async fn a_stale_lag_reading_holds_the_replicas() {
     let ctx = TestContext::new("pool-stale-lag").await;
     support::install_crds(&ctx.client).await;
-    let nats: std::net::SocketAddr = ctx.nats_url.trim_start_matches("nats://").parse().expect("host:port");
-    let proxy = Proxy::start(nats).await.expect("a proxy");
-    let through = format!("nats://{}", proxy.addr());
-    let operator = Operator::start(&ctx.namespace, |config| config.nats.servers = vec![through]).await;
+    let (proxy, operator) = support::operator_behind_proxy(&ctx).await;
     let name = ctx.unique("STALE");
     support::stream_with_consumer(&ctx, "orders", &name, "payment").await;
     ctx.api::<WorkerPool>().create(&PostParams::default(), &pool("payment", "payment", "1s")).await.unwrap();

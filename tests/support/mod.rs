@@ -172,6 +172,16 @@ impl Operator {
     }
 }
 
+/// A proxy the test owns in front of the ground's nats-server, and the operator for
+/// `namespace` reaching NATS through it only: cut the proxy to cut the operator off.
+pub async fn operator_behind_proxy(ctx: &TestContext) -> (jetway_testground::proxy::Proxy, Operator) {
+    let nats: std::net::SocketAddr = ctx.nats_url.trim_start_matches("nats://").parse().expect("host:port");
+    let proxy = jetway_testground::proxy::Proxy::start(nats).await.expect("a proxy");
+    let through = format!("nats://{}", proxy.addr());
+    let operator = Operator::start(&ctx.namespace, |config| config.nats.servers = vec![through]).await;
+    (proxy, operator)
+}
+
 /// Applies Jetway's CRDs (idempotently: tests share the cluster) and waits until
 /// the apiserver serves them.
 pub async fn install_crds(client: &Client) {
