@@ -72,13 +72,18 @@ async fn the_operator_works_with_only_the_charts_namespaced_role() {
     support::install_crds(&ctx.client).await;
     kubectl_apply(&ctx, &chart(&ctx, "namespace"));
     let identity = as_service_account(&ctx, &format!("{}-jetway", ctx.namespace)).await;
-    // The identity really is restricted: it may read Secrets but not write them.
+    // The identity really is restricted: it may read a Secret by name, not write or list them.
     let restricted = kube::Client::try_from(identity.clone()).expect("a client");
     let secrets: kube::Api<Secret> = kube::Api::namespaced(restricted, &ctx.namespace);
     let attempt = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nope"}, "stringData": {"a": "b"}});
     match secrets.patch("nope", &PatchParams::apply("t"), &Patch::Apply(attempt)).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
         other => panic!("writing a Secret must be forbidden, got {other:?}"),
+    }
+    // Nor list them: only Secrets a NatsConnection names are read, by name.
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("listing Secrets must be forbidden, got {other:?}"),
     }
 
     let server = NatsServer::start(&support::tools(), "authorization { users: [ {user: app, password: rbac-pw} ] }")
