@@ -217,46 +217,91 @@ impl Pool {
     }
 }
 
+/// Why a connection attempt failed: a reason for conditions, and for TLS what the
+/// handshake found wrong, so that a message can name what to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeFailure {
+    pub reason: &'static str,
+    pub tls: Option<TlsProblem>,
+}
+
+/// What a TLS handshake found wrong, from rustls's own error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The server's certificate is not signed by the CA the client trusts.
+    UnknownIssuer,
+    /// The server's certificate does not carry the name the client expects.
+    NotValidForName,
+    Expired,
+    /// The server refused the client's certificate, or wanted one.
+    ClientCertificateRefused,
+    Other(String),
+}
+
+impl From<&async_nats::rustls::Error> for TlsProblem {
+    fn from(error: &async_nats::rustls::Error) -> Self {
+        use async_nats::rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
+        match error {
+            Error::InvalidCertificate(Cert::UnknownIssuer) => Self::UnknownIssuer,
+            Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+                Self::NotValidForName
+            }
+            Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => Self::Expired,
+            Error::AlertReceived(Alert::BadCertificate | Alert::CertificateRequired | Alert::UnknownCA) => {
+                Self::ClientCertificateRefused
+            }
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
 /// One direct connection attempt, to tell why a pooled client cannot connect:
-/// the reason comes from async-nats's error kind.
-pub async fn probe(settings: &NatsSettings) -> Option<&'static str> {
+/// the reason comes from async-nats's error kind, the TLS problem from rustls's.
+pub async fn probe(settings: &NatsSettings) -> Option<ProbeFailure> {
+    let failure = |reason| Some(ProbeFailure { reason, tls: None });
     let mut probe = settings.clone();
     probe.servers.truncate(1);
     let addr = probe.servers.first()?.parse::<async_nats::ServerAddr>().ok()?;
     let options = async_nats::ConnectOptions::new().connection_timeout(std::time::Duration::from_secs(3));
     let options = match crate::nats::authenticated(options, &probe).await {
         Ok(options) => options,
-        Err(_) => return Some("InvalidConnectionSettings"),
+        Err(_) => return failure("InvalidConnectionSettings"),
     };
     match options.connect(addr).await {
         Ok(client) => {
             let _ = client.drain().await;
             None
         }
-        Err(err) => Some(match err.kind() {
-            ConnectErrorKind::AuthorizationViolation => "AuthorizationViolation",
-            ConnectErrorKind::Authentication => "AuthenticationFailed",
-            ConnectErrorKind::Tls => "TlsFailed",
+        Err(err) => {
             // A refused certificate arrives as an I/O error wrapping rustls's own.
-            ConnectErrorKind::Io if caused_by_tls(&err) => "TlsFailed",
-            ConnectErrorKind::TimedOut | ConnectErrorKind::Io | ConnectErrorKind::Dns => "Unreachable",
-            _ => "ConnectFailed",
-        }),
+            if let Some(tls) = tls_cause(&err) {
+                return Some(ProbeFailure { reason: "TlsFailed", tls: Some(TlsProblem::from(tls)) });
+            }
+            failure(match err.kind() {
+                ConnectErrorKind::AuthorizationViolation => "AuthorizationViolation",
+                ConnectErrorKind::Authentication => "AuthenticationFailed",
+                ConnectErrorKind::Tls => "TlsFailed",
+                ConnectErrorKind::TimedOut | ConnectErrorKind::Io | ConnectErrorKind::Dns => "Unreachable",
+                _ => "ConnectFailed",
+            })
+        }
     }
 }
 
-fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+fn tls_cause<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e async_nats::rustls::Error> {
     let mut cause = Some(err);
     while let Some(error) = cause {
-        if error.downcast_ref::<async_nats::rustls::Error>().is_some() {
-            return true;
+        if let Some(tls) = error.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls);
         }
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<async_nats::rustls::Error>().is_some())
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
         {
-            return true;
+            return Some(tls);
         }
         cause = error.source();
     }
-    false
+    None
 }

@@ -150,8 +150,10 @@ async fn tls_with_a_ca_from_a_secret_connects_and_an_unknown_ca_is_named() {
     fx.connection("tls", json!({"servers": [url], "tls": {"ca": {"name": "ca", "key": "ca.crt"}}})).await;
     fx.connection("unknown-ca", json!({"servers": [url], "tls": {"ca": {"name": "other-ca", "key": "ca.crt"}}})).await;
     wait_condition(&fx.connections, "tls", "Ready", "True").await;
-    let (reason, _) = fx.ready_reason("unknown-ca", "False").await;
+    let (reason, message) = fx.ready_reason("unknown-ca", "False").await;
     assert_eq!(reason, "TlsFailed");
+    let named = format!("not signed by the CA in Secret {}/other-ca key ca.crt", fx.ctx.namespace);
+    assert!(message.contains(&named), "says which CA: {message}");
 
     // A server whose certificate names only nats.internal, reached by its address.
     ca.issue("nats", None, &["nats.internal"], Usage::Server)
@@ -169,8 +171,9 @@ async fn tls_with_a_ca_from_a_secret_connects_and_an_unknown_ca_is_named() {
     fx.connection("named", json!({"servers": [url], "tls": {"ca": ca_ref, "serverName": "nats.internal"}})).await;
     fx.connection("unnamed", json!({"servers": [url], "tls": {"ca": ca_ref}})).await;
     wait_condition(&fx.connections, "named", "Ready", "True").await;
-    let (reason, _) = fx.ready_reason("unnamed", "False").await;
+    let (reason, message) = fx.ready_reason("unnamed", "False").await;
     assert_eq!(reason, "TlsFailed", "the address is not the certificate's name");
+    assert!(message.contains("not valid for the host in spec.servers"), "says which name: {message}");
     fx.operator.stop().await;
 }
 

@@ -20,7 +20,7 @@ use super::{Context, Decoded, ReconcileError, key};
 use crate::api::connection::{AccountUsage, NatsConnection, NatsConnectionStatus};
 use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
-use crate::connection::{probe, resolve};
+use crate::connection::{TlsProblem, probe, resolve};
 use crate::status::{Health, conditions};
 
 pub const KIND: &str = "NatsConnection";
@@ -61,8 +61,12 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
                         Health::Ready { reason: "Connected", message: "connected, and JetStream answers".into() }
                     }
                     _ => {
-                        let reason = probe(&settings).await.unwrap_or("JetStreamUnavailable");
-                        let detail = pooled.problem().unwrap_or_else(|| "JetStream did not answer".into());
+                        let failure = probe(&settings).await;
+                        let reason = failure.as_ref().map_or("JetStreamUnavailable", |f| f.reason);
+                        let detail = match failure.and_then(|f| f.tls) {
+                            Some(problem) => explain_tls(&problem, &connection, &namespace),
+                            None => pooled.problem().unwrap_or_else(|| "JetStream did not answer".into()),
+                        };
                         Health::Progressing { reason, message: format!("not connected: {detail}") }
                     }
                 }
@@ -80,6 +84,28 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
     ctx.write_status(&*connection, &previous, &status).await?;
     let retry = if matches!(health, Health::Ready { .. }) { ctx.settings.resync } else { Duration::from_secs(5) };
     Ok(Action::requeue(retry))
+}
+
+/// A TLS failure in the terms of the spec: which Secret or field to look at.
+fn explain_tls(problem: &TlsProblem, connection: &NatsConnection, namespace: &str) -> String {
+    let tls = connection.spec.tls.as_ref();
+    let ca = match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => format!("the CA in Secret {namespace}/{} key {}", ca.name, ca.key),
+        None => "the system's root CAs (spec.tls.ca is unset)".to_owned(),
+    };
+    let name = tls
+        .and_then(|t| t.server_name.clone())
+        .map_or_else(|| "the host in spec.servers".to_owned(), |name| format!("{name:?} (spec.tls.serverName)"));
+    match problem {
+        TlsProblem::UnknownIssuer => format!("the server's certificate is not signed by {ca}"),
+        TlsProblem::NotValidForName => format!("the server's certificate is not valid for {name}"),
+        TlsProblem::Expired => "the server's certificate has expired".to_owned(),
+        TlsProblem::ClientCertificateRefused => match tls.and_then(|t| t.client_secret_name.as_ref()) {
+            Some(secret) => format!("the server refused the client certificate in Secret {namespace}/{secret}"),
+            None => "the server wants a client certificate; set spec.tls.clientSecretName".to_owned(),
+        },
+        TlsProblem::Other(error) => format!("the TLS handshake failed: {error}"),
+    }
 }
 
 async fn cleanup(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
