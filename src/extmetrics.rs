@@ -223,10 +223,57 @@ fn tls_config(
 }
 
 /// TCP connections that have finished a TLS handshake, for `axum::serve`.
+/// How many TLS handshakes may be under way at once, and how long one may take: a
+/// client that opens a socket and says nothing holds one slot for a while, never
+/// the aggregator's next request.
+const HANDSHAKES_AT_ONCE: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections whose TLS handshake is done and whose client is the front proxy.
 struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    front_proxy: FrontProxy,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp` and runs each handshake in its own task, bounded in number.
+    fn new(tcp: TcpListener, acceptor: TlsAcceptor, front_proxy: FrontProxy) -> std::io::Result<Self> {
+        let addr = tcp.local_addr()?;
+        let (sender, ready) = tokio::sync::mpsc::channel(HANDSHAKES_AT_ONCE);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
+        let front_proxy = Arc::new(front_proxy);
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                // Ends with the server, which drops the receiving side.
+                let accepted = tokio::select! {
+                    accepted = tcp.accept() => accepted,
+                    () = sender.closed() => return,
+                };
+                let Ok((tcp, addr)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let (acceptor, front_proxy, sender) = (acceptor.clone(), front_proxy.clone(), sender.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let peer = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                            if peer.is_some_and(|cert| front_proxy.allows(cert)) {
+                                let _ = sender.send((tls, addr)).await;
+                            } else {
+                                tracing::debug!(%addr, "client certificate not among the allowed names");
+                            }
+                        }
+                        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, addr })
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -234,28 +281,15 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            // Bounded, so that a client that never finishes its handshake holds nothing up for long.
-            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let peer = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-                    if peer.is_some_and(|cert| self.front_proxy.allows(cert)) {
-                        return (tls, addr);
-                    }
-                    tracing::debug!(%addr, "client certificate not among the allowed names");
-                }
-                Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accepting task ends only once this listener is gone.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.addr)
     }
 }
 
@@ -271,7 +305,7 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(certificate, &front_proxy)?));
     let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = tcp.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let listener = TlsListener { tcp, acceptor, front_proxy };
+    let listener = TlsListener::new(tcp, acceptor, front_proxy).map_err(|source| ServeError::Bind { addr, source })?;
     let task = tokio::spawn(async move {
         axum::serve(listener, router(lag)).with_graceful_shutdown(shutdown.cancelled_owned()).await
     });

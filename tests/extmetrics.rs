@@ -12,17 +12,8 @@ use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 /// same HTTPS stack (rustls, verification on) the operator uses. With `front_proxy`,
 /// it presents the apiserver's front-proxy client certificate, as the aggregator does.
 fn client_for(addr: std::net::SocketAddr, ca: &Ca, front_proxy: bool) -> kube::Client {
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let mut config = kube::Config::new(format!("https://localhost:{}", addr.port()).parse().unwrap());
-    let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("the CA certificate");
-    config.root_cert = Some(vec![der.to_vec()]);
-    if front_proxy {
-        let pki = support::ground().kubeconfig.parent().expect("the kube dir").join("pki");
-        config.auth_info.client_certificate = Some(pki.join("front-proxy-client.crt").display().to_string());
-        config.auth_info.client_key = Some(pki.join("front-proxy-client.key").display().to_string());
-    }
-    kube::Client::try_from(config).unwrap()
+    let pki = support::ground().kubeconfig.parent().expect("the kube dir").join("pki");
+    client_with(addr, ca, front_proxy.then_some((pki.as_path(), "front-proxy-client")))
 }
 
 async fn get(client: &kube::Client, path: &str) -> (u16, serde_json::Value) {
@@ -80,4 +71,61 @@ async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
         get(&client, &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/cpu", ctx.namespace)).await;
     assert_eq!(code, 404);
     operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_socket_stalls_nothing_and_only_the_front_proxy_gets_in() {
+    let ctx = TestContext::new("extmetrics-tls").await;
+    support::install_crds(&ctx.client).await;
+    let ca = Ca::new("jetway-test-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("jetway", None, &["localhost", "127.0.0.1"], Usage::Server).unwrap().write(dir.path(), "serving").unwrap();
+    let port = jetway_testground::wait::free_port().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let certificate = Certificate::Files { cert: dir.path().join("serving.crt"), key: dir.path().join("serving.key") };
+    let operator = Operator::start(&ctx.namespace, |config| config.external_metrics = Some((addr, certificate))).await;
+    let discovery = "/apis/external.metrics.k8s.io/v1beta1";
+    let front_proxy = client_for(addr, &ca, true);
+    wait_until("the API to answer", EVENTUALLY, POLL, || async {
+        let request = http::Request::get(discovery).body(Vec::new()).unwrap();
+        Ok(front_proxy.request_text(request).await.ok())
+    })
+    .await
+    .unwrap();
+
+    // Sockets that never start their handshake hold up no one.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(get(&front_proxy, discovery).await.0, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "answered after {:?}", started.elapsed());
+
+    // No client certificate, or one from another CA: refused.
+    let refused = |client: kube::Client| async move {
+        let request = http::Request::get(discovery).body(Vec::new()).unwrap();
+        client.request_text(request).await.is_err()
+    };
+    assert!(refused(client_for(addr, &ca, false)).await, "without a client certificate");
+    let stranger_ca = Ca::new("stranger-ca").unwrap();
+    stranger_ca.issue("front-proxy-client", None, &[], Usage::Client).unwrap().write(dir.path(), "stranger").unwrap();
+    assert!(refused(client_with(addr, &ca, Some((dir.path(), "stranger")))).await, "a certificate from another CA");
+    drop(idle);
+    operator.stop().await;
+}
+
+/// A client trusting `ca`, presenting the certificate `<name>.crt` / `<name>.key`
+/// from a directory if given.
+fn client_with(addr: std::net::SocketAddr, ca: &Ca, certificate: Option<(&std::path::Path, &str)>) -> kube::Client {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut config = kube::Config::new(format!("https://localhost:{}", addr.port()).parse().unwrap());
+    let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("the CA certificate");
+    config.root_cert = Some(vec![der.to_vec()]);
+    if let Some((dir, name)) = certificate {
+        config.auth_info.client_certificate = Some(dir.join(format!("{name}.crt")).display().to_string());
+        config.auth_info.client_key = Some(dir.join(format!("{name}.key")).display().to_string());
+    }
+    kube::Client::try_from(config).unwrap()
 }
