@@ -7,11 +7,13 @@ pub mod connection;
 pub mod consumer;
 mod decoded;
 mod error;
+mod runner;
 pub mod stream;
 pub mod workerpool;
 
 pub use decoded::{DecodeError, Decoded};
 pub use error::{ReconcileError, Retry, RunnerError};
+pub use runner::{run, with_finalizer};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -343,159 +345,6 @@ impl Context {
             tracing::warn!(error = %err, "publishing an event");
         }
     }
-}
-
-/// Runs the controller of kind `K` (in `namespace`, or all) until `shutdown` is
-/// cancelled: each reconcile goes through [`with_finalizer`] to `apply` or `cleanup`,
-/// and a failure backs off per object.
-pub async fn run<K, A, AF, C, CF>(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: CancellationToken,
-    kind: &'static str,
-    apply: A,
-    cleanup: C,
-) where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    A: FnOnce(Arc<K>, Arc<Context>) -> AF + Copy + Send + Sync + 'static,
-    AF: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
-    C: FnOnce(Arc<K>, Arc<Context>) -> CF + Copy + Send + Sync + 'static,
-    CF: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
-{
-    use futures::StreamExt;
-    let api: kube::Api<Decoded<K>> = match &namespace {
-        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-        None => kube::Api::all(ctx.client.clone()),
-    };
-    let controller = kube::runtime::Controller::new(api, kube::runtime::watcher::Config::default());
-    let store = controller.store();
-    let synced = ctx.clone();
-    tokio::spawn(async move {
-        // The store's readiness wakes one waiter only, and the controller's own runner
-        // waits on it too; so ask again every so often instead of waiting once.
-        let mut every = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            every.tick().await;
-            match tokio::time::timeout(Duration::from_millis(10), store.wait_until_ready()).await {
-                Ok(Ok(())) => return synced.synced.mark(kind),
-                Ok(Err(_dropped)) => return,
-                Err(_not_yet) => {}
-            }
-        }
-    });
-    controller
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(
-            move |object: Arc<Decoded<K>>, ctx| async move {
-                match &object.object {
-                    Ok(typed) => with_finalizer(Arc::new(typed.clone()), &ctx, kind, apply, cleanup).await,
-                    Err(error) => report_undecodable(&object, error, &ctx, kind).await.map_err(|e| {
-                        RunnerError(kube::runtime::finalizer::Error::ApplyFailed(ReconcileError::Kube(e)))
-                    }),
-                }
-            },
-            |object: Arc<Decoded<K>>, error: &RunnerError, ctx: Arc<Context>| {
-                tracing::warn!(object = %key(&*object), kind = K::kind(&()).as_ref(), error = %error, "will retry");
-                ctx.backoff(&key(&*object))
-            },
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "reconcile failed");
-            }
-        })
-        .await;
-}
-
-/// An object the types cannot read: a Warning event and `Ready=False` naming the
-/// field, and nothing else is done, not even for a deletion (the deletion policy needs
-/// the spec): the object waits, saying so, until it is fixed.
-async fn report_undecodable<K>(
-    object: &Decoded<K>,
-    error: &DecodeError,
-    ctx: &Context,
-    kind: &'static str,
-) -> Result<Action, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    tracing::warn!(object = %key(object), kind, %error, "cannot read the object");
-    let health = Health::Stalled {
-        reason: "InvalidSpec",
-        message: format!("the object cannot be read, and nothing was done: {error}"),
-    };
-    let generation = object.metadata.generation;
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let conditions = crate::status::conditions(&object.conditions, &health, generation, &now);
-    ctx.metrics.reconciled(kind, 0.0, Some(health.reason()));
-    if conditions != object.conditions {
-        ctx.event(object, true, health.reason(), health.message().to_owned()).await;
-        let resource = kube::api::ApiResource::erase::<K>(&());
-        let namespace = object.namespace().unwrap_or_default();
-        let api: kube::Api<kube::api::DynamicObject> =
-            kube::Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()), "kind": K::kind(&()),
-            "status": {"observedGeneration": generation, "conditions": conditions},
-        });
-        let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(patch)).await {
-            // A value today's schema refuses by a CEL rule fails every write to the
-            // object, its status included; the event above says why.
-            Err(kube::Error::Api(status)) if status.code == 422 => {
-                tracing::debug!(object = %key(object), message = %status.message, "the status cannot be written");
-            }
-            result => drop(result?),
-        }
-    }
-    Ok(Action::await_change())
-}
-
-/// Runs `apply` or, for an object being deleted, `cleanup` behind the finalizer, and
-/// counts the reconcile in the metrics.
-pub async fn with_finalizer<K, A, AF, C, CF>(
-    object: Arc<K>,
-    ctx: &Arc<Context>,
-    kind: &'static str,
-    apply: A,
-    cleanup: C,
-) -> Result<Action, RunnerError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    A: FnOnce(Arc<K>, Arc<Context>) -> AF,
-    AF: std::future::Future<Output = Result<Action, ReconcileError>>,
-    C: FnOnce(Arc<K>, Arc<Context>) -> CF,
-    CF: std::future::Future<Output = Result<Action, ReconcileError>>,
-{
-    use kube::runtime::finalizer::{Error, Event, finalizer};
-    let started = std::time::Instant::now();
-    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, object, |event| async {
-        match event {
-            Event::Apply(object) => apply(object, ctx.clone()).await,
-            Event::Cleanup(object) => cleanup(object, ctx.clone()).await,
-        }
-    })
-    .await;
-    let reason = match &result {
-        Ok(_) => None,
-        Err(Error::ApplyFailed(e) | Error::CleanupFailed(e)) => Some(e.reason()),
-        Err(_) => Some("FinalizerFailed"),
-    };
-    ctx.metrics.reconciled(kind, started.elapsed().as_secs_f64(), reason);
-    result.map_err(RunnerError)
 }
 
 /// `<namespace>/<name>`: how logs, backoff and the ownership mark name an object.
