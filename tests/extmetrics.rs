@@ -16,6 +16,26 @@ fn client_for(addr: std::net::SocketAddr, ca: &Ca, front_proxy: bool) -> kube::C
     client_with(addr, ca, front_proxy.then_some((pki.as_path(), "front-proxy-client")))
 }
 
+/// The operator serving the external metrics API on a free port, with a serving
+/// certificate from a CA of the test's own.
+struct Served {
+    ca: Ca,
+    dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    operator: Operator,
+}
+
+async fn serve(ctx: &TestContext) -> Served {
+    let ca = Ca::new("jetway-test-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("jetway", None, &["localhost", "127.0.0.1"], Usage::Server).unwrap().write(dir.path(), "serving").unwrap();
+    let port = jetway_testground::wait::free_port().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let certificate = Certificate::Files { cert: dir.path().join("serving.crt"), key: dir.path().join("serving.key") };
+    let operator = Operator::start(&ctx.namespace, |config| config.external_metrics = Some((addr, certificate))).await;
+    Served { ca, dir, addr, operator }
+}
+
 async fn get(client: &kube::Client, path: &str) -> (u16, serde_json::Value) {
     let request = http::Request::get(path).body(Vec::new()).unwrap();
     match client.request_text(request).await {
@@ -29,13 +49,7 @@ async fn get(client: &kube::Client, path: &str) -> (u16, serde_json::Value) {
 async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
     let ctx = TestContext::new("extmetrics").await;
     support::install_crds(&ctx.client).await;
-    let ca = Ca::new("jetway-test-ca").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    ca.issue("jetway", None, &["localhost", "127.0.0.1"], Usage::Server).unwrap().write(dir.path(), "serving").unwrap();
-    let port = jetway_testground::wait::free_port().unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let certificate = Certificate::Files { cert: dir.path().join("serving.crt"), key: dir.path().join("serving.key") };
-    let operator = Operator::start(&ctx.namespace, |config| config.external_metrics = Some((addr, certificate))).await;
+    let Served { ca, dir: _dir, addr, operator } = serve(&ctx).await;
     let name = ctx.unique("EXT");
     support::stream_with_consumer(&ctx, "orders", &name, "ORDER_PROC").await;
     for _ in 0..7 {
@@ -77,13 +91,7 @@ async fn an_hpa_reads_pending_messages_by_consumer_and_stream_labels() {
 async fn an_idle_socket_stalls_nothing_and_only_the_front_proxy_gets_in() {
     let ctx = TestContext::new("extmetrics-tls").await;
     support::install_crds(&ctx.client).await;
-    let ca = Ca::new("jetway-test-ca").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    ca.issue("jetway", None, &["localhost", "127.0.0.1"], Usage::Server).unwrap().write(dir.path(), "serving").unwrap();
-    let port = jetway_testground::wait::free_port().unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let certificate = Certificate::Files { cert: dir.path().join("serving.crt"), key: dir.path().join("serving.key") };
-    let operator = Operator::start(&ctx.namespace, |config| config.external_metrics = Some((addr, certificate))).await;
+    let Served { ca, dir, addr, operator } = serve(&ctx).await;
     let discovery = "/apis/external.metrics.k8s.io/v1beta1";
     let front_proxy = client_for(addr, &ca, true);
     wait_until("the API to answer", EVENTUALLY, POLL, || async {
