@@ -90,6 +90,8 @@ async fn user_and_password_from_a_secret_reach_a_second_nats_system_and_a_wrong_
     let (reason, message) = fx.ready_reason("wrong", "False").await;
     assert_eq!(reason, "AuthorizationViolation", "{message}");
     assert!(!message.contains("not-it"), "the password never appears: {message}");
+    let whose = format!("authorization violation for the user in Secret {}/wrong key user", fx.ctx.namespace);
+    assert!(message.contains(&whose), "says whose credentials: {message}");
 
     let name = fx.ctx.unique("SECOND");
     fx.stream("on-second", &name, "second").await;

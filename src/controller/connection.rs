@@ -65,6 +65,9 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
                         let reason = failure.as_ref().map_or("JetStreamUnavailable", |f| f.reason);
                         let detail = match failure.and_then(|f| f.tls) {
                             Some(problem) => explain_tls(&problem, &connection, &namespace),
+                            None if matches!(reason, "AuthorizationViolation" | "AuthenticationFailed") => {
+                                explain_auth(reason, &connection, &namespace)
+                            }
                             None => pooled.problem().unwrap_or_else(|| "JetStream did not answer".into()),
                         };
                         Health::Progressing { reason, message: format!("not connected: {detail}") }
@@ -84,6 +87,29 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
     ctx.write_status(&*connection, &previous, &status).await?;
     let retry = if matches!(health, Health::Ready { .. }) { ctx.settings.resync } else { Duration::from_secs(5) };
     Ok(Action::requeue(retry))
+}
+
+/// An authentication failure in the terms of the spec: whose credentials, from which
+/// Secret (never their values).
+fn explain_auth(reason: &str, connection: &NatsConnection, namespace: &str) -> String {
+    let what = if reason == "AuthorizationViolation" { "authorization violation" } else { "authentication failed" };
+    let auth = connection.spec.auth.as_ref();
+    let source = match auth {
+        Some(auth) => match (&auth.user_password, &auth.token, &auth.nkey, &auth.creds) {
+            (Some(up), ..) => {
+                let key = up.user_key.as_deref().unwrap_or("user");
+                format!("for the user in Secret {namespace}/{} key {key}", up.secret_name)
+            }
+            (_, Some(token), ..) => format!("for the token in Secret {namespace}/{} key {}", token.name, token.key),
+            (_, _, Some(nkey), _) => format!("for the nkey in Secret {namespace}/{} key {}", nkey.name, nkey.key),
+            (_, _, _, Some(creds)) => {
+                format!("for the credentials in Secret {namespace}/{} key {}", creds.name, creds.key)
+            }
+            _ => "with no credentials (spec.auth names none)".to_owned(),
+        },
+        None => "with no credentials (spec.auth is unset)".to_owned(),
+    };
+    format!("{what} {source}")
 }
 
 /// A TLS failure in the terms of the spec: which Secret or field to look at.
