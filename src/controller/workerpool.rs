@@ -14,8 +14,8 @@
 //! Autoscaled pools are looked at every second; the Deployment goes with the pool
 //! through its owner reference.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -36,107 +36,19 @@ use crate::api::condition::READY;
 use crate::api::consumer::Consumer;
 use crate::api::workerpool::{Autoscaling, WorkerPool, WorkerPoolStatus};
 use crate::extmetrics::PENDING;
-use crate::lag::{ConsumerLag, Observation};
-use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision, ScaleInput};
+use crate::lag::Observation;
+use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision};
 use crate::status::{Health, conditions};
+
+mod memory;
+
+use self::memory::HpaState;
+pub use self::memory::ScaleMemory;
 
 pub const KIND: &str = "WorkerPool";
 /// The label that selects a pool's pods.
 pub const POOL_LABEL: &str = "jetway.dev/pool";
 const AUTOSCALE_EVERY: Duration = Duration::from_secs(1);
-
-/// What the scaler remembers between decisions, per pool: wants of the last cooldown
-/// and since when pending has been quiet. Lost on restart, which only delays a
-/// scale-down.
-#[derive(Default)]
-pub struct ScaleMemory {
-    pools: Mutex<HashMap<String, PoolMemory>>,
-}
-
-#[derive(Default)]
-struct PoolMemory {
-    wants: VecDeque<(Instant, i32)>,
-    quiet_since: Option<Instant>,
-    /// The last change of replicas, kept here because the pool a reconcile reads may
-    /// predate the status write that recorded it.
-    last_scale: Option<(Time, &'static str)>,
-    hpa: HpaState,
-    /// The Deployment and HPA of the pool's name were found to be the pool's, or absent.
-    owns_its_objects: bool,
-}
-
-/// What this process knows of a pool's HPA, so that it is written only when it would
-/// change (or once per resync, to revert edits), not on every one-second look.
-#[derive(Default)]
-enum HpaState {
-    #[default]
-    Unknown,
-    /// Deleted, or found missing: nothing left from an earlier mode or spec.
-    Absent,
-    Applied {
-        object: serde_json::Value,
-        at: Instant,
-    },
-}
-
-impl ScaleMemory {
-    fn input(&self, key: &str, lag: &ConsumerLag, active: bool, current: i32, window: Duration) -> ScaleInput {
-        let mut pools = self.pools.lock().expect("scale memory");
-        let memory = pools.entry(key.to_owned()).or_default();
-        let now = Instant::now();
-        memory.wants.retain(|(at, _)| now.duration_since(*at) < window);
-        memory.quiet_since = if active { None } else { Some(memory.quiet_since.unwrap_or(now)) };
-        ScaleInput {
-            pending: lag.pending,
-            in_flight: lag.ack_pending,
-            current,
-            recent_high: memory.wants.iter().map(|(_, want)| *want).max().unwrap_or(0),
-            quiet_for: memory.quiet_since.map_or(Duration::ZERO, |since| now.duration_since(since)),
-        }
-    }
-
-    fn remember(&self, key: &str, want: i32) {
-        let mut pools = self.pools.lock().expect("scale memory");
-        pools.entry(key.to_owned()).or_default().wants.push_back((Instant::now(), want));
-    }
-
-    fn scaled(&self, key: &str, at: Time, reason: &'static str) {
-        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().last_scale = Some((at, reason));
-    }
-
-    fn last_scale(&self, key: &str) -> Option<(Time, &'static str)> {
-        self.pools.lock().expect("scale memory").get(key).and_then(|memory| memory.last_scale.clone())
-    }
-
-    fn set_hpa(&self, key: &str, state: HpaState) {
-        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().hpa = state;
-    }
-
-    fn hpa_absent(&self, key: &str) -> bool {
-        let pools = self.pools.lock().expect("scale memory");
-        pools.get(key).is_some_and(|memory| matches!(memory.hpa, HpaState::Absent))
-    }
-
-    /// Whether `object` is what was applied last, less than `fresh` ago.
-    fn hpa_applied(&self, key: &str, object: &serde_json::Value, fresh: Duration) -> bool {
-        let pools = self.pools.lock().expect("scale memory");
-        pools.get(key).is_some_and(|memory| {
-            matches!(&memory.hpa, HpaState::Applied { object: applied, at } if applied == object && at.elapsed() < fresh)
-        })
-    }
-
-    fn owned(&self, key: &str) {
-        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().owns_its_objects = true;
-    }
-
-    fn owns_its_objects(&self, key: &str) -> bool {
-        self.pools.lock().expect("scale memory").get(key).is_some_and(|memory| memory.owns_its_objects)
-    }
-
-    fn forget(&self, key: &str) {
-        self.pools.lock().expect("scale memory").remove(key);
-    }
-}
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
