@@ -15,9 +15,9 @@ use crate::api::consumer::Consumer;
 use crate::api::stream::Stream;
 use crate::jetstream::{self, ConsumerLookup};
 use crate::manifest::{self, Manifest};
-use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, plan_consumer};
-use crate::plan::stream::{DesiredStream, StreamPlan, plan_stream};
-use crate::plan::{FieldChange, Violation};
+use crate::plan::consumer::{DesiredConsumer, plan_consumer};
+use crate::plan::stream::{DesiredStream, plan_stream};
+use crate::plan::{FieldChange, Plan, Violation};
 
 /// What `run` would do to one object's JetStream counterpart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -128,6 +128,27 @@ impl Report {
     }
 }
 
+/// What the reconciler's plan for a `noun` ("stream", "consumer") would do, in `plan`.
+fn record<C>(plan: &mut ObjectPlan, outcome: Plan<C>, noun: &str) {
+    match outcome {
+        Plan::InSync => plan.action = Action::InSync,
+        Plan::Create { .. } => plan.action = Action::Create,
+        Plan::Update { changes, .. } => {
+            plan.action = Action::Update;
+            plan.changes = changes.iter().map(Change::from).collect();
+        }
+        Plan::Adopt { differences, .. } => {
+            plan.action = Action::Adopt;
+            plan.changes = differences.iter().map(Change::from).collect();
+        }
+        Plan::Refused { violations } | Plan::WouldLoseMessages { violations } => plan.reasons = reasons(&violations),
+        Plan::OwnedElsewhere { owner } => plan.reasons = vec![format!("the {noun} is managed by {owner}")],
+        Plan::AdoptionRefused => {
+            plan.reasons = vec![format!("spec.adoptionPolicy: the {noun} exists and adoptionPolicy is Never")]
+        }
+    }
+}
+
 fn reasons(violations: &[Violation]) -> Vec<String> {
     violations.iter().map(ToString::to_string).collect()
 }
@@ -175,20 +196,7 @@ async fn plan_one_stream(js: &Context, stream: &Stream, namespace: &str) -> anyh
         }
     };
     let observed = jetstream::observe_stream(js, desired.name()).await?.map(|report| report.observed);
-    match plan_stream(&desired, observed.as_ref()) {
-        StreamPlan::InSync => plan.action = Action::InSync,
-        StreamPlan::Create { .. } => plan.action = Action::Create,
-        StreamPlan::Update { changes, adopting, .. } => {
-            plan.action = if adopting { Action::Adopt } else { Action::Update };
-            plan.changes = changes.iter().map(Change::from).collect();
-        }
-        StreamPlan::Refused { violations } => plan.reasons = reasons(&violations),
-        StreamPlan::WouldLoseMessages { violations } => plan.reasons = reasons(&violations),
-        StreamPlan::OwnedElsewhere { owner } => plan.reasons = vec![format!("the stream is managed by {owner}")],
-        StreamPlan::AdoptionRefused => {
-            plan.reasons = vec!["spec.adoptionPolicy: the stream exists and adoptionPolicy is Never".into()]
-        }
-    }
+    record(&mut plan, plan_stream(&desired, observed.as_ref()), "stream");
     Ok(plan)
 }
 
@@ -229,18 +237,6 @@ async fn plan_one_consumer(
             return Ok(plan);
         }
     };
-    match plan_consumer(&desired, observed.as_ref()) {
-        ConsumerPlan::InSync => plan.action = Action::InSync,
-        ConsumerPlan::Create { .. } => plan.action = Action::Create,
-        ConsumerPlan::Update { changes, adopting, .. } => {
-            plan.action = if adopting { Action::Adopt } else { Action::Update };
-            plan.changes = changes.iter().map(Change::from).collect();
-        }
-        ConsumerPlan::Refused { violations } => plan.reasons = reasons(&violations),
-        ConsumerPlan::OwnedElsewhere { owner } => plan.reasons = vec![format!("the consumer is managed by {owner}")],
-        ConsumerPlan::AdoptionRefused => {
-            plan.reasons = vec!["spec.adoptionPolicy: the consumer exists and adoptionPolicy is Never".into()]
-        }
-    }
+    record(&mut plan, plan_consumer(&desired, observed.as_ref()), "consumer");
     Ok(plan)
 }

@@ -18,15 +18,21 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Done, ReconcileError, describe, health, is_paused, key};
+use async_nats::jetstream::consumer::Config;
+
+use super::answers::Answers;
+use super::converge::{JetStreamKind, converge};
+use super::{Context, ReconcileError, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::consumer::{Consumer, ConsumerStatus};
 use crate::api::stream::DeletionPolicy;
 use crate::deadletter::Target;
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
 use crate::lag::Watched;
-use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer, released, rewritten};
-use crate::plan::stream::OWNER_KEY;
+use crate::plan::consumer::{
+    ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer, released as released_config, rewritten,
+};
+use crate::plan::{FieldChange, OWNER_KEY};
 use crate::status::conditions;
 
 pub const KIND: &str = "Consumer";
@@ -51,13 +57,14 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         subject: dl.subject.clone(),
     });
     let namespace = consumer.namespace().unwrap_or_default();
+    let connection_id = super::connection_id(&namespace, consumer.spec.connection_ref.as_ref());
     let mut connection = None;
     let (report, outcome) = match desired {
         Err(violations) => (None, Err(ReconcileError::InvalidSpec(violations))),
         Ok(desired) => match ctx.connection(&namespace, consumer.spec.connection_ref.as_ref(), &key).await {
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
-                let (report, outcome) = converge(&consumer, &desired, &pooled.jetstream, &ctx).await;
+                let (report, outcome) = converge(&*consumer, &desired, &connection_id, &pooled.jetstream, &ctx).await;
                 let outcome = outcome.map_err(|e| e.explained(&pooled).at_field(crate::plan::consumer::field_of_error));
                 connection = Some(pooled);
                 (report, outcome)
@@ -70,11 +77,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
             &key,
             Watched {
                 namespace: namespace.clone(),
-                connection: consumer
-                    .spec
-                    .connection_ref
-                    .as_ref()
-                    .map_or_else(String::new, |r| format!("{namespace}/{}", r.name)),
+                connection: connection_id.clone(),
                 jetstream: pooled.jetstream.clone(),
                 stream: consumer.spec.stream_name.clone(),
                 consumer: name.clone(),
@@ -106,77 +109,85 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     ctx.next(&key, outcome)
 }
 
-/// Observe, plan and execute, against the server's own form of this spec when it
-/// answered it before.
-async fn converge(
-    consumer: &Consumer,
-    desired: &DesiredConsumer,
-    js: &async_nats::jetstream::Context,
-    ctx: &Context,
-) -> (Option<ConsumerReport>, Result<Done, ReconcileError>) {
-    let key = key(consumer);
-    let observed = match jetstream::observe_consumer(js, &desired.stream, desired.name()).await {
-        Ok(ConsumerLookup::Found(report)) => Some(*report),
-        Ok(ConsumerLookup::Missing) => None,
-        Ok(ConsumerLookup::NoStream) => return (None, Err(ReconcileError::StreamNotFound(desired.stream.clone()))),
-        Err(err) => return (None, Err(err.into())),
-    };
-    let sent = &desired.config;
-    let desired = &match ctx.consumer_answers.stored_form(&key, sent) {
-        Some(config) => DesiredConsumer { config, ..desired.clone() },
-        None => desired.clone(),
-    };
-    let mut plan = plan_consumer(desired, observed.as_ref().map(|r| &r.observed));
-    if let (ConsumerPlan::OwnedElsewhere { owner }, Some(report)) = (&plan, &observed)
-        && !ctx.owner_exists::<Consumer>(owner).await
-    {
-        let orphan = ObservedConsumer { config: released(&report.observed) };
-        plan = plan_consumer(desired, Some(&orphan));
+impl JetStreamKind for Consumer {
+    type Config = Config;
+    type Desired = DesiredConsumer;
+    type Report = ConsumerReport;
+    const NOUN: &'static str = "consumer";
+
+    fn config(desired: &DesiredConsumer) -> &Config {
+        &desired.config
     }
-    if ctx.settings.observe_only {
-        let pending = match &plan {
-            ConsumerPlan::Create { .. } => Some("observe-only: would create the consumer".to_owned()),
-            ConsumerPlan::Update { changes, .. } => Some(describe("observe-only: would update", changes)),
-            _ => None,
-        };
-        if let Some(pending) = pending {
-            return (observed, Ok(Done::Pending(pending)));
+
+    fn with_config(desired: &DesiredConsumer, config: Config) -> DesiredConsumer {
+        DesiredConsumer { config, ..desired.clone() }
+    }
+
+    fn target(desired: &DesiredConsumer) -> String {
+        format!("{}.{}", desired.stream, desired.name())
+    }
+
+    fn answers(ctx: &Context) -> &Answers<Config> {
+        &ctx.consumer_answers
+    }
+
+    fn answer(report: &ConsumerReport) -> Config {
+        report.observed.config.clone()
+    }
+
+    fn owner(report: &ConsumerReport) -> Option<&str> {
+        report.observed.config.metadata.get(OWNER_KEY).map(String::as_str)
+    }
+
+    /// A missing stream is an error: the consumer waits for it.
+    async fn observe(
+        &self,
+        desired: &DesiredConsumer,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<Option<ConsumerReport>, ReconcileError> {
+        match jetstream::observe_consumer(js, &desired.stream, desired.name()).await? {
+            ConsumerLookup::Found(report) => Ok(Some(*report)),
+            ConsumerLookup::Missing => Ok(None),
+            ConsumerLookup::NoStream => Err(ReconcileError::StreamNotFound(desired.stream.clone())),
         }
     }
-    if matches!(plan, ConsumerPlan::Create { .. } | ConsumerPlan::Update { .. })
-        && let Err(err) = ctx.may_write()
-    {
-        return (observed, Err(err));
-    }
-    let result = match plan {
-        ConsumerPlan::InSync => return (observed, Ok(Done::InSync)),
-        ConsumerPlan::Create { config } => {
-            jetstream::put_consumer(js, &desired.stream, config, true).await.map(|r| (r, Done::Created))
-        }
-        ConsumerPlan::Update { config, changes, adopting } => {
-            jetstream::put_consumer(js, &desired.stream, config, false)
-                .await
-                .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) }))
-        }
-        ConsumerPlan::Refused { violations } => return (observed, Err(ReconcileError::ChangeRefused(violations))),
-        ConsumerPlan::OwnedElsewhere { owner } => {
-            return (observed, Err(ReconcileError::OwnedElsewhere("consumer", owner)));
-        }
-        ConsumerPlan::AdoptionRefused => return (observed, Err(ReconcileError::AdoptionRefused("consumer"))),
-    };
-    match result {
-        Ok((report, done)) => {
-            warn_of_unmatched_filters(consumer, desired, js, ctx).await;
-            let answer = &report.observed.config;
-            let rewritten = rewritten(desired, sent, answer);
-            if !rewritten.is_empty() {
-                let note = describe("the server stored the consumer in its own form", &rewritten);
-                ctx.event(consumer, false, "ServerRewrote", note).await;
+
+    fn plan(desired: &DesiredConsumer, report: Option<&ConsumerReport>, released: bool) -> ConsumerPlan {
+        match report {
+            Some(report) if released => {
+                plan_consumer(desired, Some(&ObservedConsumer { config: released_config(&report.observed) }))
             }
-            ctx.consumer_answers.remember(&key, sent, answer);
-            (Some(report), Ok(done))
+            report => plan_consumer(desired, report.map(|r| &r.observed)),
         }
-        Err(err) => (observed, Err(err.into())),
+    }
+
+    async fn create(
+        js: &async_nats::jetstream::Context,
+        desired: &DesiredConsumer,
+        config: Config,
+    ) -> Result<ConsumerReport, jetstream::JetStreamError> {
+        jetstream::put_consumer(js, &desired.stream, config, true).await
+    }
+
+    async fn update(
+        js: &async_nats::jetstream::Context,
+        desired: &DesiredConsumer,
+        config: Config,
+    ) -> Result<ConsumerReport, jetstream::JetStreamError> {
+        jetstream::put_consumer(js, &desired.stream, config, false).await
+    }
+
+    fn rewritten(desired: &DesiredConsumer, sent: &Config, stored: &Config) -> Vec<FieldChange> {
+        rewritten(desired, sent, stored)
+    }
+
+    fn loss_consent(&self) -> String {
+        // Consumer changes remove no messages.
+        String::new()
+    }
+
+    async fn written(&self, desired: &DesiredConsumer, js: &async_nats::jetstream::Context, ctx: &Context) {
+        warn_of_unmatched_filters(self, desired, js, ctx).await;
     }
 }
 
@@ -264,7 +275,7 @@ async fn apply_deletion_policy(
             ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
         }
         DeletionPolicy::Retain => {
-            if let Err(err) = jetstream::put_consumer(js, stream, released(&report.observed), false).await {
+            if let Err(err) = jetstream::put_consumer(js, stream, released_config(&report.observed), false).await {
                 tracing::warn!(consumer = %key, error = %err, "cannot remove the ownership mark from the retained consumer");
             }
             let note = format!("left the JetStream consumer {name} on {stream} on the server, without Jetway's marks");

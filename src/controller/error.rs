@@ -40,6 +40,8 @@ pub enum ReconcileError {
     Connection(ResolveError),
     #[error("still used by {0}; it is deleted once nothing refers to it")]
     InUse(String),
+    #[error("{0}; it is looked at again shortly")]
+    Conflict(String),
     #[error("this replica's leadership is in doubt (its lease renewal was not seen in time); it writes nothing")]
     NotLeader,
 }
@@ -66,6 +68,7 @@ impl ReconcileError {
             Self::StreamNotFound(_) => "StreamNotFound",
             Self::Connection(e) => e.reason(),
             Self::InUse(_) => "InUse",
+            Self::Conflict(_) => "Conflict",
             Self::NotLeader => "NotLeader",
             Self::Kube(_) => "KubernetesApiError",
         }
@@ -76,7 +79,10 @@ impl ReconcileError {
             Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) | Self::NotLeader => {
                 Retry::Backoff
             }
-            Self::StreamNotFound(_) | Self::InUse(_) | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
+            Self::StreamNotFound(_)
+            | Self::InUse(_)
+            | Self::Conflict(_)
+            | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
             _ => Retry::OnChange,
         }
     }

@@ -5,6 +5,7 @@
 mod answers;
 pub mod connection;
 pub mod consumer;
+mod converge;
 mod decoded;
 mod error;
 mod runner;
@@ -111,6 +112,8 @@ pub struct Context {
     pub consumer_answers: answers::Answers<async_nats::jetstream::consumer::Config>,
     /// Closed while this replica's leadership is in doubt: no write goes out then.
     pub writes: crate::leader::WriteGate,
+    /// One reconcile at a time converges a given JetStream object.
+    claims: converge::Claims,
     recorder: Recorder,
     failures: Mutex<HashMap<String, usize>>,
 }
@@ -139,6 +142,7 @@ impl Context {
             stream_answers: Default::default(),
             consumer_answers: Default::default(),
             writes: Default::default(),
+            claims: Default::default(),
             recorder,
             failures: Mutex::default(),
         }
@@ -252,9 +256,15 @@ impl Context {
     pub fn next(&self, key: &str, outcome: Result<Done, ReconcileError>) -> Result<Action, ReconcileError> {
         match outcome {
             Err(e) if e.retry() == Retry::Backoff => Err(e),
-            Err(e) if e.retry() == Retry::Soon => Ok(Action::requeue(self.settings.resync.min(Duration::from_secs(3)))),
+            Err(e) if e.retry() == Retry::Soon => Ok(self.soon()),
+            // The spec's differences are planned once the mark is in place.
+            Ok(Done::Adopted(differences)) if !differences.is_empty() => Ok(self.soon()),
             _ => Ok(self.resync(key)),
         }
+    }
+
+    fn soon(&self) -> Action {
+        Action::requeue(self.settings.resync.min(Duration::from_secs(3)))
     }
 
     /// Events on transitions only: a change made, or a new reason for not being Ready
@@ -270,7 +280,10 @@ impl Context {
             Ok(Done::InSync | Done::Pending(_)) => return,
             Ok(Done::Created) => (false, "Created", format!("created {what}")),
             Ok(Done::Updated(changes)) => (false, "Updated", describe(&format!("updated {what}"), changes)),
-            Ok(Done::Adopted(changes)) => (false, "Adopted", describe(&format!("adopted {what}"), changes)),
+            Ok(Done::Adopted(differences)) => {
+                let what = format!("adopted {what}, changing nothing but Jetway's marks; the spec differs in");
+                (false, "Adopted", describe(&what, differences))
+            }
             Err(e) if previous_reason == Some(e.reason()) => return,
             Err(e) => (true, e.reason(), e.to_string()),
         };
@@ -352,6 +365,12 @@ pub fn key<K: Resource>(object: &K) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
+/// Which connection an object in `namespace` uses: empty for the operator's default,
+/// `<namespace>/<name>` for a NatsConnection.
+pub fn connection_id(namespace: &str, reference: Option<&LocalRef>) -> String {
+    reference.map_or_else(String::new, |r| format!("{namespace}/{}", r.name))
+}
+
 pub fn is_paused<K: Resource>(object: &K) -> bool {
     object.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true")
 }
@@ -361,6 +380,8 @@ pub enum Done {
     InSync,
     Created,
     Updated(Vec<FieldChange>),
+    /// Only the ownership marks were written; the spec's differences from the server
+    /// are planned next.
     Adopted(Vec<FieldChange>),
     /// Observe-only mode: what would have been done.
     Pending(String),
@@ -370,6 +391,15 @@ pub enum Done {
 /// put while it holds; what was done goes to Events (see [`Context::announce`]).
 pub fn health(kind: &str, outcome: &Result<Done, ReconcileError>) -> Health {
     match outcome {
+        Ok(Done::Adopted(differences)) if !differences.is_empty() => Health::Progressing {
+            reason: "Adopted",
+            message: describe(
+                &format!(
+                    "adopted the {kind}, changing nothing but Jetway's marks; the spec differs from the server in"
+                ),
+                differences,
+            ),
+        },
         Ok(Done::InSync | Done::Created | Done::Updated(_) | Done::Adopted(_)) => {
             Health::Ready { reason: "InSync", message: format!("the {kind} matches the spec") }
         }

@@ -17,13 +17,19 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Done, ReconcileError, describe, health, is_paused, key};
+use async_nats::jetstream::stream::Config;
+
+use super::answers::Answers;
+use super::converge::{JetStreamKind, converge};
+use super::{Context, ReconcileError, connection_id, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
 use crate::jetstream::{self, StreamReport};
+use crate::plan::FieldChange;
 use crate::plan::loss::needs_subject_counts;
 use crate::plan::stream::{
-    DesiredStream, ObservedStream, StreamPlan, plan_stream, released, rewritten, without_server_metadata,
+    DesiredStream, ObservedStream, StreamPlan, owner_of, plan_stream, released as released_config, rewritten,
+    without_server_metadata,
 };
 use crate::status::conditions;
 
@@ -50,7 +56,8 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
         Ok(desired) => match ctx.connection(&namespace, stream.spec.connection_ref.as_ref(), &key).await {
             Err(err) => (None, Err(err)),
             Ok(pooled) => {
-                let (report, outcome) = converge(stream, &desired, &pooled.jetstream, ctx).await;
+                let connection = connection_id(&namespace, stream.spec.connection_ref.as_ref());
+                let (report, outcome) = converge(stream, &desired, &connection, &pooled.jetstream, ctx).await;
                 (report, outcome.map_err(|e| e.explained(&pooled).at_field(crate::plan::stream::field_of_error)))
             }
         },
@@ -84,101 +91,96 @@ fn consents_to_loss(stream: &Stream) -> bool {
     generation.is_some() && stream.annotations().get(LOSS_CONSENT_ANNOTATION) == generation.as_ref()
 }
 
-/// Observe, plan and execute; the report is the server's latest word on the stream.
-/// Planned against the server's own form of this spec when it answered it before.
-async fn converge(
-    stream: &Stream,
-    desired: &DesiredStream,
-    js: &async_nats::jetstream::Context,
-    ctx: &Context,
-) -> (Option<StreamReport>, Result<Done, ReconcileError>) {
-    let key = key(stream);
-    let mut report = match jetstream::observe_stream(js, desired.name()).await {
-        Ok(report) => report,
-        Err(err) => return (None, Err(err.into())),
-    };
-    if let Some(observed) = report.as_mut().map(|r| &mut r.observed)
-        && needs_subject_counts(&desired.config, &observed.config, &observed.contents)
-    {
-        match jetstream::messages_per_subject(js, desired.name()).await {
-            Ok(counts) => observed.contents.per_subject = Some(counts),
-            Err(err) => return (report, Err(err.into())),
-        }
-    }
-    let sent = &desired.config;
-    let stored = ctx.stream_answers.stored_form(&key, sent);
-    let desired = &match stored {
-        Some(config) => DesiredStream { config, ..desired.clone() },
-        None => desired.clone(),
-    };
-    let mut plan = plan_stream(desired, report.as_ref().map(|r| &r.observed));
-    if let (StreamPlan::OwnedElsewhere { owner }, Some(report)) = (&plan, &report)
-        && !ctx.owner_exists::<Stream>(owner).await
-    {
-        let orphan = ObservedStream { config: released(&report.observed), ..report.observed.clone() };
-        plan = plan_stream(desired, Some(&orphan));
-    }
-    if ctx.settings.observe_only {
-        let pending = match &plan {
-            StreamPlan::Create { .. } => Some("observe-only: would create the stream".to_owned()),
-            StreamPlan::Update { changes, .. } => Some(describe("observe-only: would update", changes)),
-            _ => None,
-        };
-        if let Some(pending) = pending {
-            return (report, Ok(Done::Pending(pending)));
-        }
-    }
-    if matches!(plan, StreamPlan::Create { .. } | StreamPlan::Update { .. })
-        && let Err(err) = ctx.may_write()
-    {
-        return (report, Err(err));
-    }
-    let result = match plan {
-        StreamPlan::InSync => return (report, Ok(Done::InSync)),
-        StreamPlan::Create { config } => create(js, config, &desired.config).await.map(|r| (r, Done::Created)),
-        StreamPlan::Update { config, changes, adopting } => jetstream::update_stream(js, config)
-            .await
-            .map(|r| (r, if adopting { Done::Adopted(changes) } else { Done::Updated(changes) })),
-        StreamPlan::Refused { violations } => return (report, Err(ReconcileError::ChangeRefused(violations))),
-        StreamPlan::WouldLoseMessages { violations } => {
-            let consent = format!(
-                "kubectl annotate stream {} -n {} {LOSS_CONSENT_ANNOTATION}={}",
-                stream.name_any(),
-                stream.namespace().unwrap_or_default(),
-                stream.metadata.generation.unwrap_or_default()
-            );
-            return (report, Err(ReconcileError::WouldLoseMessages(violations, consent)));
-        }
-        StreamPlan::OwnedElsewhere { owner } => return (report, Err(ReconcileError::OwnedElsewhere("stream", owner))),
-        StreamPlan::AdoptionRefused => return (report, Err(ReconcileError::AdoptionRefused("stream"))),
-    };
-    match result {
-        Ok((report, done)) => {
-            let answer = without_server_metadata(&report.observed.config);
-            let rewritten = rewritten(sent, &answer);
-            if !rewritten.is_empty() {
-                let note = describe("the server stored the stream in its own form", &rewritten);
-                ctx.event(stream, false, "ServerRewrote", note).await;
-            }
-            ctx.stream_answers.remember(&key, sent, &answer);
-            (Some(report), Ok(done))
-        }
-        Err(err) => (report, Err(err.into())),
-    }
-}
+impl JetStreamKind for Stream {
+    type Config = Config;
+    type Desired = DesiredStream;
+    type Report = StreamReport;
+    const NOUN: &'static str = "stream";
 
-/// Creates the stream; one to be sealed is created open and sealed at once, since
-/// the server refuses to create a sealed stream.
-async fn create(
-    js: &async_nats::jetstream::Context,
-    config: async_nats::jetstream::stream::Config,
-    desired: &async_nats::jetstream::stream::Config,
-) -> Result<StreamReport, jetstream::JetStreamError> {
-    let report = jetstream::create_stream(js, config).await?;
-    if !desired.sealed {
-        return Ok(report);
+    fn config(desired: &DesiredStream) -> &Config {
+        &desired.config
     }
-    jetstream::update_stream(js, desired.clone()).await
+
+    fn with_config(desired: &DesiredStream, config: Config) -> DesiredStream {
+        DesiredStream { config, ..desired.clone() }
+    }
+
+    fn target(desired: &DesiredStream) -> String {
+        desired.name().to_owned()
+    }
+
+    fn answers(ctx: &Context) -> &Answers<Config> {
+        &ctx.stream_answers
+    }
+
+    fn answer(report: &StreamReport) -> Config {
+        without_server_metadata(&report.observed.config)
+    }
+
+    fn owner(report: &StreamReport) -> Option<&str> {
+        owner_of(&report.observed.config)
+    }
+
+    /// With the messages per subject when the plan needs them to know what a lower
+    /// per-subject limit would remove.
+    async fn observe(
+        &self,
+        desired: &DesiredStream,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<Option<StreamReport>, ReconcileError> {
+        let mut report = jetstream::observe_stream(js, desired.name()).await?;
+        if let Some(observed) = report.as_mut().map(|r| &mut r.observed)
+            && needs_subject_counts(&desired.config, &observed.config, &observed.contents)
+        {
+            observed.contents.per_subject = Some(jetstream::messages_per_subject(js, desired.name()).await?);
+        }
+        Ok(report)
+    }
+
+    fn plan(desired: &DesiredStream, report: Option<&StreamReport>, released: bool) -> StreamPlan {
+        match report {
+            Some(report) if released => {
+                let orphan = ObservedStream { config: released_config(&report.observed), ..report.observed.clone() };
+                plan_stream(desired, Some(&orphan))
+            }
+            report => plan_stream(desired, report.map(|r| &r.observed)),
+        }
+    }
+
+    /// One to be sealed is created open and sealed at once, since the server refuses
+    /// to create a sealed stream.
+    async fn create(
+        js: &async_nats::jetstream::Context,
+        desired: &DesiredStream,
+        config: Config,
+    ) -> Result<StreamReport, jetstream::JetStreamError> {
+        let report = jetstream::create_stream(js, config).await?;
+        if !desired.config.sealed {
+            return Ok(report);
+        }
+        jetstream::update_stream(js, desired.config.clone()).await
+    }
+
+    async fn update(
+        js: &async_nats::jetstream::Context,
+        _desired: &DesiredStream,
+        config: Config,
+    ) -> Result<StreamReport, jetstream::JetStreamError> {
+        jetstream::update_stream(js, config).await
+    }
+
+    fn rewritten(_desired: &DesiredStream, sent: &Config, stored: &Config) -> Vec<FieldChange> {
+        rewritten(sent, stored)
+    }
+
+    fn loss_consent(&self) -> String {
+        format!(
+            "kubectl annotate stream {} -n {} {LOSS_CONSENT_ANNOTATION}={}",
+            self.name_any(),
+            self.namespace().unwrap_or_default(),
+            self.metadata.generation.unwrap_or_default()
+        )
+    }
 }
 
 /// Applies the deletion policy to a stream this object owns; streams it does not
@@ -216,8 +218,7 @@ async fn apply_deletion_policy(
             return Ok(Action::await_change());
         }
     };
-    let Some(report) = report.filter(|r| crate::plan::stream::owner_of(&r.observed.config) == Some(key.as_str()))
-    else {
+    let Some(report) = report.filter(|r| owner_of(&r.observed.config) == Some(key.as_str())) else {
         return Ok(Action::await_change());
     };
     match policy {
@@ -226,7 +227,7 @@ async fn apply_deletion_policy(
             ctx.event(stream, false, "Deleted", format!("deleted the JetStream stream {name}")).await;
         }
         DeletionPolicy::Retain => {
-            if let Err(err) = jetstream::update_stream(js, released(&report.observed)).await {
+            if let Err(err) = jetstream::update_stream(js, released_config(&report.observed)).await {
                 tracing::warn!(stream = %key, error = %err, "cannot remove the ownership mark from the retained stream");
             }
             ctx.event(

@@ -7,7 +7,7 @@ use async_nats::jetstream::{consumer, stream};
 
 use super::*;
 use crate::plan::consumer::{ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer};
-use crate::plan::stream::{DesiredStream, ObservedStream, StreamPlan, plan_stream};
+use crate::plan::stream::{ADOPTED_KEY, DesiredStream, ObservedStream, StreamPlan, plan_stream};
 
 /// A stream with every limit at the server's "unlimited".
 fn unlimited(name: &str) -> stream::Config {
@@ -29,7 +29,8 @@ fn adopts_without_changes(config: stream::Config) {
     let desired = DesiredStream::from_spec(&spec, "exported", "shop/exported").expect("a valid spec");
     let plan = plan_stream(&desired, Some(&ObservedStream { config: config.clone(), contents: Default::default() }));
     assert!(
-        matches!(&plan, StreamPlan::Update { adopting: true, changes, .. } if changes.is_empty()),
+        matches!(&plan, StreamPlan::Adopt { config, differences }
+            if differences.is_empty() && !config.metadata.contains_key(ADOPTED_KEY)),
         "{config:?}\n-> {spec:?}\n-> {plan:?}"
     );
 }
@@ -122,7 +123,7 @@ fn a_consumer_exports_every_field_the_server_reports_and_adopts_without_changes(
     assert_eq!(spec.opt_start_seq, Some(7));
     let desired = DesiredConsumer::from_spec(&spec, "orders-payment", "shop/orders-payment").expect("a valid spec");
     let plan = plan_consumer(&desired, Some(&ObservedConsumer { config }));
-    assert!(matches!(&plan, ConsumerPlan::Update { adopting: true, changes, .. } if changes.is_empty()), "{plan:?}");
+    assert!(matches!(&plan, ConsumerPlan::Adopt { differences, .. } if differences.is_empty()), "{plan:?}");
 }
 
 #[test]

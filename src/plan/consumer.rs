@@ -9,15 +9,16 @@ use std::collections::{BTreeSet, HashMap};
 use async_nats::jetstream::consumer::{self as js, Config};
 use serde_json::{Map, Value};
 
-use super::stream::OWNER_KEY;
-use super::{FieldChange, Rule, Violation, check_subject, parse_time};
+use super::{
+    FieldChange, MARK_PREFIX, OWNER_KEY, Plan, Rule, SERVER_METADATA_PREFIX, Violation, check_subject, claim,
+    parse_time,
+};
 use crate::api::GoDuration;
 use crate::api::consumer::{self as api, ConsumerSpec};
 use crate::api::stream::AdoptionPolicy;
 
 /// The consumer metadata key listing the fields Jetway set.
 pub const MANAGED_KEY: &str = "jetway.dev/managed-fields";
-const SERVER_METADATA_PREFIX: &str = "_nats.";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredConsumer {
@@ -34,15 +35,7 @@ pub struct ObservedConsumer {
     pub config: Config,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum ConsumerPlan {
-    InSync,
-    Create { config: Config },
-    Update { config: Config, changes: Vec<FieldChange>, adopting: bool },
-    Refused { violations: Vec<Violation> },
-    OwnedElsewhere { owner: String },
-    AdoptionRefused,
-}
+pub type ConsumerPlan = Plan<Config>;
 
 /// (server key, spec path, rule). The server's JSON keys a spec field stands for.
 const FIELDS: &[(&str, &str, Rule)] = &[
@@ -168,7 +161,7 @@ impl DesiredConsumer {
             violations.push(Violation::new("spec.streamName", "a stream name is one token: no dots, spaces, * or >"));
         }
         let mut metadata: HashMap<String, String> = spec.metadata.clone().unwrap_or_default().into_iter().collect();
-        if metadata.keys().any(|k| k.starts_with("jetway.dev/") || k.starts_with(SERVER_METADATA_PREFIX)) {
+        if metadata.keys().any(|k| k.starts_with(MARK_PREFIX) || k.starts_with(SERVER_METADATA_PREFIX)) {
             violations.push(Violation::new("spec.metadata", "keys starting with jetway.dev/ or _nats. are reserved"));
         }
         metadata.insert(OWNER_KEY.to_owned(), owner.to_owned());
@@ -256,7 +249,7 @@ fn json(config: &Config) -> Map<String, Value> {
 pub fn comparable(key: &str, value: Option<&Value>) -> Value {
     let mut value = value.cloned().unwrap_or(Value::Null);
     if let (Value::Object(map), "metadata") = (&mut value, key) {
-        map.retain(|k, _| !k.starts_with("jetway.dev/") && !k.starts_with(SERVER_METADATA_PREFIX));
+        map.retain(|k, _| !k.starts_with(MARK_PREFIX) && !k.starts_with(SERVER_METADATA_PREFIX));
     }
     if matches!(key, "pause_until" | "opt_start_time") {
         // One instant, whatever offset it was written with.
@@ -288,7 +281,7 @@ fn previously_managed(config: &Config) -> BTreeSet<String> {
 /// and the server's own metadata, for a consumer that is retained.
 pub fn released(observed: &ObservedConsumer) -> Config {
     let mut config = observed.config.clone();
-    config.metadata.retain(|k, _| k != OWNER_KEY && k != MANAGED_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
+    config.metadata.retain(|k, _| !k.starts_with(MARK_PREFIX) && !k.starts_with(SERVER_METADATA_PREFIX));
     config
 }
 
@@ -340,13 +333,11 @@ pub fn rewritten(desired: &DesiredConsumer, sent: &Config, stored: &Config) -> V
 /// What to do to make the server's consumer match `desired`.
 pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsumer>) -> ConsumerPlan {
     let Some(observed) = observed else {
-        return ConsumerPlan::Create { config: desired.config.clone() };
+        return Plan::Create { config: desired.config.clone() };
     };
-    let adopting = match observed.config.metadata.get(OWNER_KEY) {
-        Some(owner) if *owner == desired.owner => false,
-        Some(owner) => return ConsumerPlan::OwnedElsewhere { owner: owner.clone() },
-        None if desired.adoption == AdoptionPolicy::Never => return ConsumerPlan::AdoptionRefused,
-        None => true,
+    let adopting = match claim(observed.config.metadata.get(OWNER_KEY), &desired.owner, desired.adoption) {
+        Ok(adopting) => adopting,
+        Err(plan) => return plan,
     };
     let (want, have) = (json(&desired.config), json(&observed.config));
     let before = previously_managed(&observed.config);
@@ -364,7 +355,6 @@ pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsum
                     *spec,
                     format!("{why} (the server has {from}, the spec asks for {to}); nothing was changed"),
                 ));
-                continue;
             }
             changes.push(FieldChange { field: spec, from: from.to_string(), to: to.to_string() });
             match want.get(*key) {
@@ -377,29 +367,37 @@ pub fn plan_consumer(desired: &DesiredConsumer, observed: Option<&ObservedConsum
             update.remove(*key);
         }
     }
-    if !violations.is_empty() {
-        return ConsumerPlan::Refused { violations };
-    }
     // Jetway's own marks: the owner and the managed fields, beside the user's metadata.
     let marks = [OWNER_KEY, MANAGED_KEY];
-    let mark_changed = marks.iter().any(|k| desired.config.metadata.get(*k) != observed.config.metadata.get(*k));
-    if changes.is_empty() && !mark_changed {
-        return ConsumerPlan::InSync;
-    }
-    let mut metadata: Map<String, Value> = match update.get("metadata") {
-        Some(Value::Object(m)) if desired.managed.contains("metadata") => m.clone(),
-        _ => observed.config.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+    let with_marks = |mut config: Map<String, Value>| {
+        let mut metadata: Map<String, Value> = match config.get("metadata") {
+            Some(Value::Object(m)) if desired.managed.contains("metadata") && !adopting => m.clone(),
+            _ => observed.config.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+        };
+        metadata.retain(|k, _| !k.starts_with(SERVER_METADATA_PREFIX));
+        for key in marks {
+            metadata.insert(key.to_owned(), Value::String(desired.config.metadata[key].clone()));
+        }
+        config.insert("metadata".into(), Value::Object(metadata));
+        serde_json::from_value::<Config>(Value::Object(config))
     };
-    metadata.retain(|k, _| !k.starts_with(SERVER_METADATA_PREFIX));
-    for key in marks {
-        metadata.insert(key.to_owned(), Value::String(desired.config.metadata[key].clone()));
+    if !adopting {
+        if !violations.is_empty() {
+            return Plan::Refused { violations };
+        }
+        let mark_changed = marks.iter().any(|k| desired.config.metadata.get(*k) != observed.config.metadata.get(*k));
+        if changes.is_empty() && !mark_changed {
+            return Plan::InSync;
+        }
     }
-    update.insert("metadata".into(), Value::Object(metadata));
-    match serde_json::from_value::<Config>(Value::Object(update)) {
-        Ok(config) => ConsumerPlan::Update { config, changes, adopting },
-        Err(err) => ConsumerPlan::Refused {
-            violations: vec![Violation::new("spec", format!("cannot build the update: {err}"))],
-        },
+    // Adopting writes only the marks: what the spec would change is planned once the
+    // consumer is ours.
+    match with_marks(if adopting { have } else { update }) {
+        Ok(config) if adopting => Plan::Adopt { config, differences: changes },
+        Ok(config) => Plan::Update { config, changes },
+        Err(err) => {
+            Plan::Refused { violations: vec![Violation::new("spec", format!("cannot build the update: {err}"))] }
+        }
     }
 }
 

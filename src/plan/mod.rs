@@ -10,6 +10,69 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// The metadata key that marks a JetStream object as managed by one Jetway object,
+/// `<namespace>/<name>`.
+pub const OWNER_KEY: &str = "jetway.dev/owner";
+/// The prefix of every metadata key Jetway writes for itself.
+pub const MARK_PREFIX: &str = "jetway.dev/";
+/// The server's own metadata keys, which it adds and Jetway leaves alone.
+pub const SERVER_METADATA_PREFIX: &str = "_nats.";
+
+/// What to do to make one JetStream object (a stream, a consumer) match its spec,
+/// `C` being its server configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan<C> {
+    /// The server matches the spec.
+    InSync,
+    Create {
+        config: C,
+    },
+    /// Bring the server's object, which Jetway manages, to `config`.
+    Update {
+        config: C,
+        changes: Vec<FieldChange>,
+    },
+    /// The object exists without an owner: `config` is the server's own configuration
+    /// with nothing but Jetway's marks added, so that adopting changes nothing by
+    /// itself. `differences` are where the spec differs from the server; they are
+    /// planned, as updates, once the mark is in place.
+    Adopt {
+        config: C,
+        differences: Vec<FieldChange>,
+    },
+    /// Changes the server would refuse; nothing is sent.
+    Refused {
+        violations: Vec<Violation>,
+    },
+    /// Changes that would remove messages the stream holds, without consent; nothing
+    /// is sent.
+    WouldLoseMessages {
+        violations: Vec<Violation>,
+    },
+    /// Another Jetway object manages it.
+    OwnedElsewhere {
+        owner: String,
+    },
+    /// It exists without an owner and the adoption policy is `Never`.
+    AdoptionRefused,
+}
+
+/// Whose an observed object is, from its ownership mark, for the object `owner` with
+/// `adoption` policy: `Ok(true)` to adopt, `Ok(false)` when it is already this
+/// object's, and the plan to stop at otherwise.
+pub fn claim<C>(
+    mark: Option<&String>,
+    owner: &str,
+    adoption: crate::api::stream::AdoptionPolicy,
+) -> Result<bool, Plan<C>> {
+    match mark {
+        Some(mark) if mark == owner => Ok(false),
+        Some(mark) => Err(Plan::OwnedElsewhere { owner: mark.clone() }),
+        None if adoption == crate::api::stream::AdoptionPolicy::Never => Err(Plan::AdoptionRefused),
+        None => Ok(true),
+    }
+}
+
 /// One field the plan changes on the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldChange {

@@ -5,8 +5,15 @@
 //! every other field, so that a field removed from the spec goes back to its default.
 //! The plan then compares that with the observed configuration field by field, in the
 //! server's own JSON form, and refuses what the server would refuse to change.
+//!
+//! One exception to "unset means the server's default": a stream Jetway adopted keeps
+//! the values it had for the fields the spec left unset then (its subjects, sources,
+//! placement, replicas, limits, ...). Adopting writes only the ownership mark and the
+//! list of those fields ([`ADOPTED_KEY`]); each stays as the server has it until the
+//! spec names it. Once named, a field is the spec's, and unsetting it later means the
+//! default again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{self as js, Config};
@@ -14,14 +21,16 @@ use serde_json::{Value, json};
 
 use self::server::{as_the_server_stores, check_subjects, limit};
 use super::loss::{Contents, messages_lost};
-use super::{FieldChange, Rule, Violation, parse_time};
+use super::{FieldChange, MARK_PREFIX, Plan, Rule, SERVER_METADATA_PREFIX, Violation, claim, parse_time};
 use crate::api::stream::{self as api, AdoptionPolicy, StreamSpec};
 
-/// The metadata key that marks a stream as managed by one `Stream` object.
-pub const OWNER_KEY: &str = "jetway.dev/owner";
-/// The server's own metadata keys, which it adds and Jetway leaves alone.
-const SERVER_METADATA_PREFIX: &str = "_nats.";
+pub use super::OWNER_KEY;
+/// The stream metadata key listing the fields whose adopted values are kept while
+/// the spec leaves them unset (server keys, comma-separated).
+pub const ADOPTED_KEY: &str = "jetway.dev/adopted-fields";
 const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+pub type StreamPlan = Plan<Config>;
 
 /// The stream a spec stands for, every field resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +42,9 @@ pub struct DesiredStream {
     /// Server keys whose value the server chooses for this spec: never compared, and
     /// sent back as the server has them.
     pub server_chosen: Vec<&'static str>,
+    /// The server keys the spec names; the others take their default, or their
+    /// adopted value.
+    pub named: BTreeSet<&'static str>,
     /// The user consented to this spec removing messages the stream holds.
     pub loss_allowed: bool,
 }
@@ -42,37 +54,6 @@ pub struct DesiredStream {
 pub struct ObservedStream {
     pub config: Config,
     pub contents: Contents,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum StreamPlan {
-    /// The server matches the spec.
-    InSync,
-    Create {
-        config: Config,
-    },
-    /// Bring the server's stream to `config`; `adopting` when it was not Jetway's yet
-    /// (then `changes` may be empty: only the ownership mark is written).
-    Update {
-        config: Config,
-        changes: Vec<FieldChange>,
-        adopting: bool,
-    },
-    /// Changes the server would refuse; nothing is sent.
-    Refused {
-        violations: Vec<Violation>,
-    },
-    /// Changes that would remove messages the stream holds, without consent; nothing
-    /// is sent.
-    WouldLoseMessages {
-        violations: Vec<Violation>,
-    },
-    /// Another `Stream` object manages this stream.
-    OwnedElsewhere {
-        owner: String,
-    },
-    /// The stream exists without a Jetway owner and the adoption policy is `Never`.
-    AdoptionRefused,
 }
 
 struct Field {
@@ -186,9 +167,9 @@ impl DesiredStream {
             violations.push(Violation::new("spec.allowRollup", "roll-ups purge messages, which denyPurge forbids"));
         }
         let mut metadata: HashMap<String, String> = spec.metadata.clone().unwrap_or_default().into_iter().collect();
-        if metadata.contains_key(OWNER_KEY) {
+        if metadata.keys().any(|k| k.starts_with(MARK_PREFIX)) {
             violations
-                .push(Violation::new("spec.metadata", format!("{OWNER_KEY} is reserved for Jetway's ownership mark")));
+                .push(Violation::new("spec.metadata", format!("keys starting with {MARK_PREFIX} are Jetway's marks")));
         }
         if metadata.keys().any(|k| k.starts_with(SERVER_METADATA_PREFIX)) {
             violations.push(Violation::new(
@@ -279,7 +260,16 @@ impl DesiredStream {
             ..Default::default()
         };
         let mut config = config;
+        let asked = normalized(&config);
         as_the_server_stores(&mut config, spec, &mut violations);
+        // What the server derives from the fields the spec names counts as named.
+        let mut named = named(spec);
+        let stored = normalized(&config);
+        named.extend(FIELDS.iter().map(|f| f.key).filter(|k| asked[k] != stored[k]));
+        if spec.duplicate_window.is_none() && duplicate_window != DEFAULT_DUPLICATE_WINDOW {
+            // Shortened to fit a short maxAge.
+            named.insert("duplicate_window");
+        }
         check_subjects(spec, &mut violations);
         if !violations.is_empty() {
             return Err(violations);
@@ -292,6 +282,7 @@ impl DesiredStream {
             owner: owner.to_owned(),
             adoption: spec.adoption_policy.unwrap_or(AdoptionPolicy::Adopt),
             server_chosen,
+            named,
             loss_allowed: false,
         })
     }
@@ -299,6 +290,13 @@ impl DesiredStream {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+}
+
+/// The server keys of the fields a spec sets.
+fn named(spec: &StreamSpec) -> BTreeSet<&'static str> {
+    let json = serde_json::to_value(spec).unwrap_or_default();
+    let set = |path: &str| path.strip_prefix("spec.").and_then(|k| json.get(k)).is_some_and(|v| !v.is_null());
+    FIELDS.iter().filter(|f| set(f.spec)).map(|f| f.key).collect()
 }
 
 fn transform(t: &api::SubjectTransform) -> js::SubjectTransform {
@@ -334,8 +332,8 @@ fn normalized(config: &Config) -> BTreeMap<&'static str, Value> {
         .map(|f| {
             let mut value = json.get(f.key).cloned().unwrap_or(Value::Null);
             if let (Value::Object(map), "metadata") = (&mut value, f.key) {
-                // Ownership is compared apart (`owner_of`); the server's keys are its own.
-                map.retain(|k, _| k != OWNER_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
+                // Jetway's marks are compared apart; the server's keys are its own.
+                map.retain(|k, _| !k.starts_with(MARK_PREFIX) && !k.starts_with(SERVER_METADATA_PREFIX));
             }
             let empty = value.is_null() || value == json!({}) || value == json!([]);
             if empty {
@@ -351,12 +349,18 @@ pub fn owner_of(config: &Config) -> Option<&str> {
     config.metadata.get(OWNER_KEY).map(String::as_str)
 }
 
-/// The stream's configuration without Jetway's ownership mark (and without the
-/// server's own metadata, which it sets itself), for a stream that is retained.
+/// The stream's configuration without Jetway's marks (and without the server's own
+/// metadata, which it sets itself), for a stream that is retained.
 pub fn released(observed: &ObservedStream) -> Config {
     let mut config = observed.config.clone();
-    config.metadata.retain(|k, _| k != OWNER_KEY && !k.starts_with(SERVER_METADATA_PREFIX));
+    config.metadata.retain(|k, _| !k.starts_with(MARK_PREFIX) && !k.starts_with(SERVER_METADATA_PREFIX));
     config
+}
+
+/// The fields whose adopted value the stream keeps, from its mark.
+fn adopted(config: &Config) -> BTreeSet<String> {
+    let list = config.metadata.get(ADOPTED_KEY).map_or("", String::as_str);
+    list.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect()
 }
 
 /// The configuration without the server's own metadata keys, which it sets itself.
@@ -435,16 +439,24 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
     let Some(observed) = observed else {
         // The server creates no sealed stream: it is sealed right after.
         let config = Config { sealed: false, ..desired.config.clone() };
-        return StreamPlan::Create { config };
+        return Plan::Create { config };
     };
-    let adopting = match owner_of(&observed.config) {
-        Some(owner) if owner == desired.owner => false,
-        Some(owner) => return StreamPlan::OwnedElsewhere { owner: owner.to_owned() },
-        None if desired.adoption == AdoptionPolicy::Never => return StreamPlan::AdoptionRefused,
-        None => true,
+    let adopting = match claim(observed.config.metadata.get(OWNER_KEY), &desired.owner, desired.adoption) {
+        Ok(adopting) => adopting,
+        Err(plan) => return plan,
     };
     let (mut want, have) = (normalized(&desired.config), normalized(&observed.config));
-    for key in &desired.server_chosen {
+    // A field the spec leaves unset keeps the value the stream had when it was
+    // adopted: each that differs from the spec's default at adoption, and later
+    // those still in the mark.
+    let kept_before = adopted(&observed.config);
+    let kept: Vec<&'static str> = FIELDS
+        .iter()
+        .map(|f| f.key)
+        .filter(|k| !desired.named.contains(k))
+        .filter(|k| if adopting { have[k] != want[k] } else { kept_before.contains(*k) })
+        .collect();
+    for key in desired.server_chosen.iter().chain(&kept) {
         want.insert(key, have[key].clone());
     }
     let mut changes = Vec::new();
@@ -454,31 +466,46 @@ pub fn plan_stream(desired: &DesiredStream, observed: Option<&ObservedStream>) -
         if to == from {
             continue;
         }
-        match field.rule.judge(from, to) {
-            Some(why) => violations.push(Violation::new(
+        if let Some(why) = field.rule.judge(from, to) {
+            violations.push(Violation::new(
                 field.spec,
                 format!("{why} (the server has {from}, the spec asks for {to}); nothing was changed"),
-            )),
-            None => changes.push(FieldChange { field: field.spec, from: from.to_string(), to: to.to_string() }),
+            ));
         }
+        changes.push(FieldChange { field: field.spec, from: from.to_string(), to: to.to_string() });
+    }
+    let kept_list = kept.join(",");
+    let with_marks = |mut config: Config| {
+        config.metadata.retain(|k, _| !k.starts_with(MARK_PREFIX) && !k.starts_with(SERVER_METADATA_PREFIX));
+        config.metadata.insert(OWNER_KEY.to_owned(), desired.owner.clone());
+        if !kept_list.is_empty() {
+            config.metadata.insert(ADOPTED_KEY.to_owned(), kept_list.clone());
+        }
+        config
+    };
+    if adopting {
+        // Only the marks: what the spec would change is planned once the stream is ours.
+        return Plan::Adopt { config: with_marks(observed.config.clone()), differences: changes };
     }
     if !violations.is_empty() {
-        return StreamPlan::Refused { violations };
+        return Plan::Refused { violations };
     }
-    if changes.is_empty() && !adopting {
-        return StreamPlan::InSync;
+    let mark_changed = observed.config.metadata.get(ADOPTED_KEY).map_or("", String::as_str) != kept_list;
+    if changes.is_empty() && !mark_changed {
+        return Plan::InSync;
     }
-    let lost = messages_lost(&desired.config, &observed.config, &observed.contents);
-    if !lost.is_empty() && !desired.loss_allowed {
-        return StreamPlan::WouldLoseMessages { violations: lost };
-    }
-    let mut config = with_server_choices(&desired.config, &observed.config, &desired.server_chosen);
+    let mut config =
+        with_server_choices(&desired.config, &observed.config, &[&desired.server_chosen[..], &kept].concat());
     if want["placement"] == have["placement"] {
         // Sent back exactly as the server has it: a placement that merely looks
         // different next to a replicas change is refused as "move and scale".
         config.placement = observed.config.placement.clone();
     }
-    StreamPlan::Update { config, changes, adopting }
+    let lost = messages_lost(&config, &observed.config, &observed.contents);
+    if !lost.is_empty() && !desired.loss_allowed {
+        return Plan::WouldLoseMessages { violations: lost };
+    }
+    Plan::Update { config: with_marks(config), changes }
 }
 
 mod server;

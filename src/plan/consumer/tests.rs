@@ -97,7 +97,10 @@ fn an_unowned_consumer_is_adopted_and_one_owned_elsewhere_is_left_alone() {
     let d = desired("streamName: S\n");
     let mut observed = echoed(&d.config);
     observed.config.metadata.clear();
-    assert!(matches!(plan_consumer(&d, Some(&observed)), ConsumerPlan::Update { adopting: true, .. }));
+    let plan = plan_consumer(&d, Some(&observed));
+    let ConsumerPlan::Adopt { config, differences } = &plan else { panic!("expected adoption, got {plan:?}") };
+    assert!(differences.is_empty());
+    assert_eq!(config.metadata.get(OWNER_KEY), d.config.metadata.get(OWNER_KEY));
     observed.config.metadata.insert(OWNER_KEY.into(), "other/x".into());
     assert_eq!(plan_consumer(&d, Some(&observed)), ConsumerPlan::OwnedElsewhere { owner: "other/x".into() });
 }

@@ -78,8 +78,7 @@ fn server_side_drift_is_reverted_field_by_field() {
     observed.config.subjects.push("b.>".into());
     let plan = plan_stream(&desired, Some(&observed));
     assert_eq!(changed_fields(&plan), ["spec.subjects", "spec.maxMsgs"]);
-    let StreamPlan::Update { changes, adopting, .. } = plan else { unreachable!() };
-    assert!(!adopting);
+    let StreamPlan::Update { changes, .. } = plan else { unreachable!() };
     assert_eq!((changes[1].from.as_str(), changes[1].to.as_str()), ("5", "100"));
 }
 
@@ -126,8 +125,7 @@ fn an_unowned_stream_is_adopted_by_default_and_left_alone_with_adoption_never() 
     let mut unowned = echoed(&desired_default.config);
     unowned.config.metadata.remove(OWNER_KEY);
     let plan = plan_stream(&desired_default, Some(&unowned));
-    assert!(matches!(&plan, StreamPlan::Update { adopting: true, .. }), "{plan:?}");
-    assert!(changed_fields(&plan).is_empty(), "only the ownership mark is written: {plan:?}");
+    assert!(matches!(&plan, StreamPlan::Adopt { differences, .. } if differences.is_empty()), "{plan:?}");
 
     let never = desired("subjects: [a]\nadoptionPolicy: Never\n");
     assert_eq!(plan_stream(&never, Some(&unowned)), StreamPlan::AdoptionRefused);
@@ -258,4 +256,71 @@ fn malformed_subjects_are_refused_naming_the_field_before_the_server_is_asked() 
         let violations = DesiredStream::from_spec(&spec(yaml), "orders", OWNER).expect_err(yaml);
         assert_eq!(violations[0].field, field, "{yaml}");
     }
+}
+
+/// A stream someone else made: subjects, limits, replicas and a description the
+/// spec below does not name.
+fn foreign() -> ObservedStream {
+    let mut observed =
+        echoed(&desired("subjects: [shop.orders.>]\nmaxMsgs: 1000\nreplicas: 3\ndescription: theirs\n").config);
+    observed.config.metadata.remove(OWNER_KEY);
+    observed.contents.messages = 1000;
+    observed
+}
+
+/// The stream after `plan` was applied, as the server reports it.
+fn applied(plan: &StreamPlan) -> ObservedStream {
+    let (StreamPlan::Adopt { config, .. } | StreamPlan::Update { config, .. }) = plan else {
+        panic!("expected a write, got {plan:?}")
+    };
+    ObservedStream { contents: foreign().contents, ..echoed(config) }
+}
+
+#[test]
+fn adopting_writes_only_the_marks_and_reports_what_the_spec_would_change() {
+    let observed = foreign();
+    let plan = plan_stream(&desired("maxMsgs: 1\nmaxAge: 1h\n"), Some(&observed));
+    let StreamPlan::Adopt { config, differences } = &plan else { panic!("expected adoption, got {plan:?}") };
+    assert_eq!(released(&ObservedStream { config: config.clone(), contents: Default::default() }), released(&observed));
+    assert_eq!(owner_of(config), Some(OWNER));
+    let fields: Vec<_> = differences.iter().map(|d| d.field).collect();
+    assert_eq!(fields, ["spec.maxMsgs", "spec.maxAge"], "unset fields keep their values and differ in nothing");
+    // Once it is Jetway's, the named fields are planned, and lowering maxMsgs below
+    // what the stream holds waits for consent.
+    let after = plan_stream(&desired("maxMsgs: 1\nmaxAge: 1h\n"), Some(&applied(&plan)));
+    assert!(matches!(&after, StreamPlan::WouldLoseMessages { violations } if violations[0].field == "spec.maxMsgs"));
+}
+
+#[test]
+fn fields_the_spec_leaves_unset_keep_their_adopted_values_until_it_names_them() {
+    let adopted = applied(&plan_stream(&desired("{}"), Some(&foreign())));
+    assert_eq!(
+        adopted.config.metadata.get(ADOPTED_KEY).map(String::as_str),
+        Some("description,subjects,max_msgs,num_replicas")
+    );
+    assert_eq!(plan_stream(&desired("{}"), Some(&adopted)), StreamPlan::InSync, "no reset to the defaults");
+
+    // Naming a field makes it the spec's: it is set, and leaves the adopted list.
+    let named = plan_stream(&desired("maxMsgs: 2000\n"), Some(&adopted));
+    assert_eq!(changed_fields(&named), ["spec.maxMsgs"]);
+    let named = applied(&named);
+    assert_eq!(named.config.metadata.get(ADOPTED_KEY).map(String::as_str), Some("description,subjects,num_replicas"));
+    assert_eq!((named.config.subjects.as_slice(), named.config.num_replicas), (&["shop.orders.>".to_owned()][..], 3));
+
+    // Unset again, it means the server's default, as for any stream.
+    let unset = plan_stream(&desired("{}"), Some(&named));
+    assert_eq!(changed_fields(&unset), ["spec.maxMsgs"]);
+    let StreamPlan::Update { config, .. } = unset else { unreachable!() };
+    assert_eq!(config.max_messages, -1);
+}
+
+#[test]
+fn naming_a_field_with_the_value_it_has_still_takes_it_off_the_adopted_list() {
+    let adopted = applied(&plan_stream(&desired("{}"), Some(&foreign())));
+    let plan = plan_stream(&desired("replicas: 3\n"), Some(&adopted));
+    let StreamPlan::Update { config, changes } = plan else {
+        panic!("expected the mark to be rewritten, got {plan:?}")
+    };
+    assert!(changes.is_empty());
+    assert_eq!(config.metadata.get(ADOPTED_KEY).map(String::as_str), Some("description,subjects,max_msgs"));
 }
