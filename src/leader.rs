@@ -118,9 +118,11 @@ impl LeaderElection {
 }
 
 impl Leadership {
-    /// Waits until this replica leads; `false` if the election ended first.
+    /// Waits until this replica leads and has seen its renewal on the apiserver, so
+    /// that its writes are let through from the start; `false` if the election ended
+    /// first.
     pub async fn acquired(&mut self) -> bool {
-        self.state.wait_for(|leader| *leader).await.is_ok()
+        self.state.wait_for(|leader| *leader).await.is_ok() && self.renewed.wait_for(|renewed| *renewed).await.is_ok()
     }
 
     /// Waits until this replica no longer leads: the lease went to another, or its

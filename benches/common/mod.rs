@@ -59,8 +59,19 @@ pub async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> 
 
 /// `jetway run` for `namespace`, as its own process, serving /metrics on `port`.
 pub async fn operator(attached: &Attached, namespace: &str, port: u16) -> anyhow::Result<tokio::process::Child> {
+    operator_with(attached, namespace, port, &[]).await
+}
+
+/// [`operator`] with more `jetway run` flags.
+pub async fn operator_with(
+    attached: &Attached,
+    namespace: &str,
+    port: u16,
+    flags: &[&str],
+) -> anyhow::Result<tokio::process::Child> {
     let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
         .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-filter", "warn"])
+        .args(flags)
         .env("KUBECONFIG", &attached.kubeconfig)
         .env("JETWAY_NATS_URL", &attached.nats_url)
         .stdout(Stdio::null())
