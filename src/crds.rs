@@ -1,6 +1,8 @@
 //! The CustomResourceDefinitions, generated from the Rust types.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -16,6 +18,82 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         .into_iter()
         .map(unseen_until_reconciled)
         .collect()
+}
+
+/// Why a spec breaks its kind's schema: the field, as `spec.sources[0].name`, and what
+/// the schema asks of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaViolation {
+    pub path: String,
+    pub message: String,
+}
+
+/// The spec schema of each kind, compiled once, for [`check_spec`].
+static SPEC_SCHEMAS: LazyLock<HashMap<String, jsonschema::Validator>> = LazyLock::new(|| {
+    all()
+        .into_iter()
+        .filter_map(|crd| {
+            let version = crd.spec.versions.first()?;
+            let schema = version.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+            let mut spec = serde_json::to_value(schema.properties.as_ref()?.get("spec")?).ok()?;
+            as_json_schema(&mut spec);
+            let validator = jsonschema::options().build(&spec).expect("the generated spec schema compiles");
+            Some((crd.spec.names.kind, validator))
+        })
+        .collect()
+});
+
+/// OpenAPI's `nullable: true` in JSON Schema's words: null is one of the types.
+fn as_json_schema(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.remove("nullable") == Some(serde_json::Value::Bool(true))
+                && let Some(serde_json::Value::String(t)) = map.get("type").cloned()
+            {
+                map.insert("type".into(), serde_json::json!([t, "null"]));
+            }
+            map.values_mut().for_each(as_json_schema);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(as_json_schema),
+        _ => {}
+    }
+}
+
+/// Checks a `kind`'s spec against the patterns, ranges and lengths of its CRD schema,
+/// which the apiserver checks at admission: an object written past admission (straight
+/// to etcd, or under an older schema) is held to the same rules. CEL rules are not
+/// evaluated here; what they guard (durations, times) the planners check themselves.
+/// Integers must also fit Kubernetes' int64.
+pub fn check_spec(kind: &str, spec: &serde_json::Value) -> Result<(), SchemaViolation> {
+    if let Some(path) = too_large(spec, "spec".to_owned()) {
+        return Err(SchemaViolation { path, message: "is larger than Kubernetes integers (int64) hold".into() });
+    }
+    let Some(validator) = SPEC_SCHEMAS.get(kind) else { return Ok(()) };
+    match validator.iter_errors(spec).next() {
+        None => Ok(()),
+        Some(error) => {
+            let mut path = "spec".to_owned();
+            for segment in error.instance_path().to_string().split('/').skip(1) {
+                match segment.parse::<usize>() {
+                    Ok(index) => path.push_str(&format!("[{index}]")),
+                    Err(_) => path.push_str(&format!(".{}", segment.replace("~1", "/").replace("~0", "~"))),
+                }
+            }
+            Err(SchemaViolation { path, message: error.to_string() })
+        }
+    }
+}
+
+/// The path of the first integer above int64, if any.
+fn too_large(value: &serde_json::Value, path: String) -> Option<String> {
+    match value {
+        serde_json::Value::Number(n) => (n.is_u64() && !n.is_i64()).then_some(path),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| too_large(item, format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| too_large(v, format!("{path}.{k}"))),
+        _ => None,
+    }
 }
 
 /// Gives `status` the default `{observedGeneration: 0}`, which the apiserver fills in

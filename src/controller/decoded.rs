@@ -30,7 +30,7 @@ pub struct DecodeError {
     pub message: String,
 }
 
-impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
+impl<'de, K: DeserializeOwned + Resource<DynamicType = ()>> Deserialize<'de> for Decoded<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
         let metadata = match value.get("metadata") {
@@ -39,8 +39,13 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
         };
         let conditions =
             value.pointer("/status/conditions").and_then(|c| Vec::<Condition>::deserialize(c).ok()).unwrap_or_default();
-        let object = serde_path_to_error::deserialize(value)
-            .map_err(|err| DecodeError { path: err.path().to_string(), message: err.inner().to_string() });
+        let spec = value.get("spec").cloned().unwrap_or_default();
+        let object = crate::crds::check_spec(&K::kind(&()), &spec)
+            .map_err(|v| DecodeError { path: v.path, message: v.message })
+            .and_then(|()| {
+                serde_path_to_error::deserialize(value)
+                    .map_err(|err| DecodeError { path: err.path().to_string(), message: err.inner().to_string() })
+            });
         Ok(Self { metadata, object, conditions })
     }
 }
@@ -103,6 +108,20 @@ mod tests {
         let err = bad.object.expect_err("maxAge is out of range");
         assert_eq!(err.path, "spec.maxAge");
         assert!(err.message.contains("2562047h"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_value_past_the_schema_is_refused_as_the_apiserver_would() {
+        for (spec, path) in [
+            (serde_json::json!({"replicas": 7}), "spec.replicas"),
+            (serde_json::json!({"sources": [{"name": "a b"}]}), "spec.sources[0].name"),
+            (serde_json::json!({"firstSequence": u64::MAX}), "spec.firstSequence"),
+            (serde_json::json!({"maxAge": format!("{}1s", "0".repeat(64))}), "spec.maxAge"),
+        ] {
+            let err = decoded(spec).object.expect_err("refused");
+            assert_eq!(err.path, path, "{err}");
+        }
+        decoded(serde_json::json!({"maxAge": null, "subjects": ["a"]})).object.expect("null is unset");
     }
 
     #[test]

@@ -110,11 +110,24 @@ impl Violation {
 }
 
 /// An RFC 3339 time, in UTC as the server stores it; a violation at `field` otherwise.
+/// Read as strictly as the CRD's CEL `timestamp()` reads it: an upper-case `T` and
+/// `Z`, at most nine fraction digits, a year from 0001.
 pub(crate) fn parse_time(text: &str, field: &str, violations: &mut Vec<Violation>) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    let bytes = text.as_bytes();
+    let fraction = match bytes.get(19) {
+        Some(b'.') => bytes[20..].iter().take_while(|b| b.is_ascii_digit()).count(),
+        _ => 0,
+    };
+    let strict = bytes.get(10) == Some(&b'T') && !text.ends_with('z') && !text.starts_with("0000") && fraction <= 9;
+    strict
+        .then(|| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok())
+        .flatten()
         .map(|t| t.to_offset(time::UtcOffset::UTC))
-        .map_err(|_| violations.push(Violation::new(field, format!("{text:?} is not an RFC 3339 time"))))
-        .ok()
+        .or_else(|| {
+            let why = format!("{text:?} is not an RFC 3339 time such as 2025-01-31T12:00:00Z");
+            violations.push(Violation::new(field, why));
+            None
+        })
 }
 
 /// How the server judges a change of one field.
