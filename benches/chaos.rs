@@ -52,17 +52,6 @@ const RESYNC: Duration = Duration::from_secs(3);
 /// A short lease, so that a restarted operator leads soon after its predecessor died.
 const FLAGS: &[&str] =
     &["--resync-interval", "3s", "--leader-elect-lease-duration", "4s", "--leader-elect-renew-before", "2s"];
-/// The JetStream API requests that change a stream or a consumer.
-const WRITES: [&str; 8] = [
-    "$JS.API.STREAM.CREATE.",
-    "$JS.API.STREAM.UPDATE.",
-    "$JS.API.STREAM.DELETE.",
-    "$JS.API.STREAM.PURGE.",
-    "$JS.API.CONSUMER.CREATE.",
-    "$JS.API.CONSUMER.DURABLE.CREATE.",
-    "$JS.API.CONSUMER.DELETE.",
-    "$JS.API.CONSUMER.PAUSE.",
-];
 
 fn stream_name(i: usize) -> String {
     format!("CHAOS_{i}")
@@ -116,16 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let kills = args.kills;
 
     // Converged: every object Ready at its current generation.
-    loop {
-        let ready = current_and_ready(&streams).await? + current_and_ready(&consumers).await?;
-        if ready == 2 * n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            bail!("only {ready} of {} objects Ready after 30 min", 2 * n);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_all_ready(&streams, &consumers, n, started).await?;
     let converged = started.elapsed();
     let writes_after = writes_over(&nats, 3 * RESYNC).await?;
 
@@ -188,8 +168,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  orphaned (no or wrong mark)        {orphans:>6}  0");
     println!("  missing                            {missing:>6}  0");
     println!("  not at the latest spec             {stale:>6}  0");
-    println!("  messages lost (of {published} acked)  {lost:>6}  0   (the streams hold {held})");
-    println!("  writes in {:.0} s after convergence  {:>6}  0", (3 * RESYNC).as_secs_f64(), writes_after.len());
+    println!("  messages lost                      {lost:>6}  0   (of {published} acked; the streams hold {held})");
+    let label = format!("writes in {:.0} s after convergence", (3 * RESYNC).as_secs_f64());
+    println!("  {label:<33}  {:>6}  0", writes_after.len());
     for write in writes_after.iter().take(5) {
         println!("    {write}");
     }
@@ -260,25 +241,6 @@ async fn publish_when_created(
         .await
 }
 
-async fn current_and_ready<K>(api: &Api<K>) -> anyhow::Result<usize>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
-{
-    let list = api.list(&Default::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| {
-            let value = serde_json::to_value(o).unwrap_or_default();
-            let current = value["status"]["observedGeneration"] == value["metadata"]["generation"];
-            let ready = value["status"]["conditions"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-            current && ready
-        })
-        .count())
-}
-
 /// The stream and consumer writes of this soak the server receives over `window`.
 async fn writes_over(nats: &async_nats::Client, window: Duration) -> anyhow::Result<Vec<String>> {
     let mut api = nats.subscribe("$JS.API.>").await.context("subscribing")?;
@@ -290,7 +252,7 @@ async fn writes_over(nats: &async_nats::Client, window: Duration) -> anyhow::Res
         tokio::select! {
             () = &mut end => break,
             Some(message) = api.next() => {
-                let write = WRITES.iter().any(|w| message.subject.starts_with(w));
+                let write = jetway_testground::nats::is_jetstream_write(&message.subject);
                 if write && message.subject.contains("CHAOS_") {
                     seen.push(message.subject.to_string());
                 }

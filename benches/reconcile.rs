@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 
 #[path = "common/mod.rs"]
@@ -77,16 +77,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let applied = started.elapsed();
 
-    loop {
-        let ready = count_ready(&streams).await? + count_ready(&consumers).await?;
-        if ready == 2 * n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            bail!("only {ready} of {} objects Ready after 30 min", 2 * n);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_all_ready(&streams, &consumers, n, started).await?;
     let all_ready = started.elapsed();
     let reconciled = reconciles(port).await? - reconciles_before;
     let peak_rss_kib = peak_rss_kib(pid)?;
@@ -151,23 +142,6 @@ async fn reference(js: &async_nats::jetstream::Context, n: usize, concurrency: u
         })
         .await;
     Ok(elapsed)
-}
-
-async fn count_ready<K>(api: &Api<K>) -> anyhow::Result<usize>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
-{
-    let list = api.list(&Default::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| {
-            let value = serde_json::to_value(o).unwrap_or_default();
-            value["status"]["conditions"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        })
-        .count())
 }
 
 /// The sum of `jetway_reconciles_total` over kinds.

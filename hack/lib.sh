@@ -25,6 +25,12 @@ ensure_packages() {
 # cargo's target directory outlives a fresh clone, so a second run rebuilds nothing.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jetway/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
+# Incremental data only pays off in an edit-compile loop; for the scripts it is a
+# fresh copy per changed source, which is what once filled the disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+if [ "$CARGO_INCREMENTAL" = 0 ]; then
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+fi
 
 ensure_tools() {
   step "test servers and tools (built once from pinned Go modules, then cached)"

@@ -15,18 +15,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::{EVENTUALLY, Operator, POLL, TestContext, condition, wait_until};
 
-/// The JetStream API requests that change a stream or a consumer.
-const WRITES: [&str; 8] = [
-    "$JS.API.STREAM.CREATE.",
-    "$JS.API.STREAM.UPDATE.",
-    "$JS.API.STREAM.DELETE.",
-    "$JS.API.STREAM.PURGE.",
-    "$JS.API.CONSUMER.CREATE.",
-    "$JS.API.CONSUMER.DURABLE.CREATE.",
-    "$JS.API.CONSUMER.DELETE.",
-    "$JS.API.CONSUMER.PAUSE.",
-];
-
 /// Stream specs that together set every field of the Stream kind; `{S}` is replaced by
 /// the test's unique suffix, `{P}` by its subject prefix.
 fn stream_specs() -> Vec<(&'static str, &'static str)> {
@@ -282,7 +270,7 @@ async fn after_convergence_no_stream_or_consumer_is_written_again() {
         tokio::select! {
             _ = &mut counting => break,
             Some(message) = api.next() => {
-                let write = WRITES.iter().any(|w| message.subject.starts_with(w));
+                let write = jetway_testground::nats::is_jetstream_write(&message.subject);
                 if write && message.subject.contains(&suffix) {
                     seen.push(format!("{}: {}", message.subject, String::from_utf8_lossy(&message.payload)));
                 }

@@ -96,3 +96,43 @@ pub async fn metrics(port: u16) -> anyhow::Result<String> {
     tcp.read_to_string(&mut text).await?;
     Ok(text)
 }
+
+/// How many objects of `api` are Ready, and have seen their latest generation.
+pub async fn current_and_ready<K>(api: &Api<K>) -> anyhow::Result<usize>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let list = api.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| {
+            let value = serde_json::to_value(o).unwrap_or_default();
+            let current = value["status"]["observedGeneration"] == value["metadata"]["generation"];
+            let ready = value["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            current && ready
+        })
+        .count())
+}
+
+/// Waits until all `n` Streams and `n` Consumers are Ready at their latest generation,
+/// for at most 30 minutes from `started`.
+pub async fn wait_all_ready(
+    streams: &Api<jetway::api::stream::Stream>,
+    consumers: &Api<jetway::api::consumer::Consumer>,
+    n: usize,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    loop {
+        let ready = current_and_ready(streams).await? + current_and_ready(consumers).await?;
+        if ready == 2 * n {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            anyhow::bail!("only {ready} of {} objects Ready after 30 min", 2 * n);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

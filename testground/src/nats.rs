@@ -12,6 +12,24 @@ use crate::process::{Lifeline, Server, ServerCommand};
 use crate::tools::Tools;
 use crate::wait;
 
+/// The JetStream API request subjects (prefixes) that change a stream or a consumer,
+/// for tests and benchmarks that count the writes a server receives.
+pub const JETSTREAM_WRITES: [&str; 8] = [
+    "$JS.API.STREAM.CREATE.",
+    "$JS.API.STREAM.UPDATE.",
+    "$JS.API.STREAM.DELETE.",
+    "$JS.API.STREAM.PURGE.",
+    "$JS.API.CONSUMER.CREATE.",
+    "$JS.API.CONSUMER.DURABLE.CREATE.",
+    "$JS.API.CONSUMER.DELETE.",
+    "$JS.API.CONSUMER.PAUSE.",
+];
+
+/// Whether `subject` is a request that changes a stream or a consumer.
+pub fn is_jetstream_write(subject: &str) -> bool {
+    JETSTREAM_WRITES.iter().any(|w| subject.starts_with(w))
+}
+
 const GRACE: Duration = Duration::from_secs(10);
 
 /// One nats-server; stopped, and its directory removed, on drop.
