@@ -101,8 +101,9 @@ async fn ready_waiting_and_refused_objects_read_as_healthy_progressing_and_degra
     let waiting = wait_kstatus(&consumers, "waiting", KStatus::InProgress).await;
     assert_eq!(health(&kstatus(&waiting)), "Progressing");
 
-    // A stream the server already has in memory, declared without storage (file):
-    // the change is refused and the object stalls: Degraded, naming the field.
+    // A stream the server already has in memory, declared with file storage: the
+    // change is refused and the object stalls: Degraded, naming the field. (Left
+    // unset, an adopted stream's storage would simply be kept.)
     let in_memory = ctx.unique("INMEMORY");
     ctx.jetstream
         .create_stream(async_nats::jetstream::stream::Config {
@@ -116,7 +117,7 @@ async fn ready_waiting_and_refused_objects_read_as_healthy_progressing_and_degra
     let refusing: Stream = serde_json::from_value(json!({
         "apiVersion": "jetway.dev/v1alpha1", "kind": "Stream",
         "metadata": { "name": "refused" },
-        "spec": { "name": in_memory, "subjects": [format!("{in_memory}.>")], "deletionPolicy": "Delete" }
+        "spec": { "name": in_memory, "subjects": [format!("{in_memory}.>")], "storage": "file", "deletionPolicy": "Delete" }
     }))
     .unwrap();
     streams.create(&PostParams::default(), &refusing).await.unwrap();
