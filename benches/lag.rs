@@ -4,6 +4,10 @@
 //!
 //!   cargo bench --bench lag                     # 1000 consumers on 10 streams, 20 s
 //!   cargo bench --bench lag -- --consumers 5000 --seconds 30
+//!
+//! Then the common shape, one consumer per stream (1 000 streams, `--wide-streams`), of
+//! which a tenth drive scaling: Jetway reads those streams every lag interval and the
+//! others every metrics interval (15 s), beside reading every stream each interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +33,12 @@ struct Args {
     /// The poll interval of both.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// Streams of one consumer each in the second shape.
+    #[arg(long, default_value_t = 1000)]
+    wide_streams: usize,
+    /// How many of them drive scaling.
+    #[arg(long, default_value_t = 100)]
+    wide_demanded: usize,
     /// cargo bench passes --bench; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -81,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs(args.seconds);
 
     // Jetway's poller, sampled at random moments for the age of a random consumer's figure.
-    let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), interval));
+    // Every consumer demanded: the shape where all of them drive scaling.
+    let intervals = jetway::lag::Intervals { lag: interval, metrics: interval };
+    let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), intervals));
     for (stream, consumer) in &targets {
         let watched = Watched {
             namespace: "bench".into(),
@@ -95,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let before = api_requests(&nats).await?;
     let started = Instant::now();
-    let task = tokio::spawn(poller.clone().run(interval, stop.clone()));
+    let task = tokio::spawn(poller.clone().run(stop.clone()));
     let mut ages = Vec::new();
     tokio::time::sleep(interval * 2).await;
     while started.elapsed() < run_for {
@@ -153,5 +165,86 @@ async fn main() -> anyhow::Result<()> {
         percentile(&rounds, 0.5).as_secs_f64() * 1000.0,
         percentile(&rounds, 0.99).as_secs_f64() * 1000.0
     );
+    wide(&nats, &js, &args).await
+}
+
+/// One consumer per stream, a tenth of them demanded: requests/s of the tiered poller
+/// beside one that reads every stream each lag interval, and the age of a demanded
+/// consumer's figure.
+async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow::Result<()> {
+    let n = args.wide_streams;
+    let names: Vec<String> = (0..n).map(|i| format!("WIDE{i}")).collect();
+    futures::stream::iter(&names)
+        .map(|name| async move {
+            let config =
+                stream::Config { name: name.clone(), subjects: vec![format!("{name}.>")], ..Default::default() };
+            let stream = js.create_stream(config).await?;
+            let durable = Some("worker".to_owned());
+            stream.create_consumer(consumer::pull::Config { durable_name: durable, ..Default::default() }).await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let interval = Duration::from_millis(args.interval_ms);
+    let run_for = Duration::from_secs(args.seconds.max(30));
+    let tiered = jetway::lag::Intervals { lag: interval, metrics: Duration::from_secs(15) };
+    let flat = jetway::lag::Intervals { lag: interval, metrics: interval };
+    let mut rates = Vec::new();
+    let mut ages = Vec::new();
+    for intervals in [tiered, flat] {
+        let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), intervals));
+        for name in &names {
+            let watched = Watched {
+                namespace: "bench".into(),
+                connection: String::new(),
+                jetstream: js.clone(),
+                stream: name.clone(),
+                consumer: "worker".into(),
+            };
+            poller.watch(&format!("bench/{name}"), watched);
+        }
+        for name in names.iter().take(args.wide_demanded) {
+            poller.demand(&format!("bench/{name}"));
+        }
+        let stop = CancellationToken::new();
+        let before = api_requests(nats).await?;
+        let started = Instant::now();
+        let task = tokio::spawn(poller.clone().run(stop.clone()));
+        tokio::time::sleep(interval * 2).await;
+        while started.elapsed() < run_for {
+            let name = &names[rand::rng().random_range(0..args.wide_demanded.max(1))];
+            if let Some(Observation::Found { at, .. }) = poller.observation(&format!("bench/{name}")) {
+                ages.push(at.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..20))).await;
+        }
+        stop.cancel();
+        task.await?;
+        rates.push((api_requests(nats).await? - before) as f64 / started.elapsed().as_secs_f64());
+    }
+    ages.sort();
+    for name in &names {
+        let _ = js.delete_stream(name).await;
+    }
+    println!();
+    println!(
+        "lag benchmark, one consumer per stream: {n} streams, {} driving scaling, {} ms lag interval, {} s",
+        args.wide_demanded,
+        args.interval_ms,
+        run_for.as_secs()
+    );
+    println!("  Jetway: scaling consumers every lag interval, the rest every 15 s");
+    println!("    JetStream API requests        {:>8.1} /s", rates[0]);
+    println!(
+        "    age of a scaling consumer's figure  p50 {:>5.0} ms   p99 {:>5.0} ms   ({} samples, both runs)",
+        percentile(&ages, 0.5).as_secs_f64() * 1000.0,
+        percentile(&ages, 0.99).as_secs_f64() * 1000.0,
+        ages.len()
+    );
+    println!("  reference: every stream read each lag interval (Jetway before)");
+    println!("    JetStream API requests        {:>8.1} /s   ({:.0}x)", rates[1], rates[1] / rates[0]);
     Ok(())
 }

@@ -113,9 +113,15 @@ pub struct RunArgs {
     /// made on the server behind Jetway's back (jittered by a tenth).
     #[arg(long, env = "JETWAY_RESYNC_INTERVAL", default_value = "30s")]
     pub resync_interval: GoDuration,
-    /// How often consumer lag is read (one stream info and consumer list per stream).
+    /// How often the lag of consumers that drive scaling (autoscaled WorkerPools,
+    /// HPAs asking the external metrics API) is read: one stream info and consumer
+    /// list per stream they are on.
     #[arg(long, env = "JETWAY_LAG_INTERVAL", default_value = "1s")]
     pub lag_interval: GoDuration,
+    /// How often every other consumer's and stream's figures are read, for
+    /// /metrics; at least the lag interval.
+    #[arg(long, env = "JETWAY_METRICS_INTERVAL", default_value = "15s")]
+    pub metrics_interval: GoDuration,
     /// Report in status what would change, and change nothing on the servers.
     #[arg(long, env = "JETWAY_OBSERVE_ONLY")]
     pub observe_only: bool,
@@ -167,6 +173,7 @@ impl RunArgs {
             resync: self.resync_interval.0,
             observe_only: self.observe_only,
             lag_interval: self.lag_interval.0,
+            metrics_interval: self.metrics_interval.0.max(self.lag_interval.0),
             autoscaler: if self.external_metrics_addr.is_some() { Autoscaler::Hpa } else { Autoscaler::Jetway },
         };
         let certificate = match (self.external_metrics_cert, self.external_metrics_key) {

@@ -156,16 +156,16 @@ async fn values(
         Ok(selector) => selector,
         Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
     };
-    let items: Vec<serde_json::Value> = lag
-        .consumers_in(&namespace)
-        .into_iter()
-        .filter(|(watched, _)| {
-            selector.iter().all(|(key, value)| match key.as_str() {
-                "consumer" => watched.consumer == *value,
-                "stream" => watched.stream == *value,
-                _ => false,
-            })
+    // What an HPA asks for is read every lag interval from now on.
+    let selected = lag.demand_in(&namespace, |watched| {
+        selector.iter().all(|(key, value)| match key.as_str() {
+            "consumer" => watched.consumer == *value,
+            "stream" => watched.stream == *value,
+            _ => false,
         })
+    });
+    let items: Vec<serde_json::Value> = selected
+        .into_iter()
         .filter_map(|(watched, observation)| match observation {
             Observation::Found { lag, at } => {
                 let timestamp = crate::lag::read_at(at);

@@ -1,11 +1,17 @@
 //! Consumer lag, read in batches and exported.
 //!
 //! Consumer objects register what they manage (`watch`) and drop it when they go
-//! (`forget`). Every interval the poller reads, per stream those consumers live on,
-//! one stream info and the paged consumer list (up to 256 consumers a page): the
-//! JetStream API answers for all of a stream's consumers at once, each figure from
-//! the consumer's leader, so the figures are right on clusters and the request rate
-//! grows with the number of streams, not of consumers.
+//! (`forget`). The poller reads, per stream those consumers live on, one stream info
+//! and the paged consumer list (up to 256 consumers a page): the JetStream API answers
+//! for all of a stream's consumers at once, each figure from the consumer's leader, so
+//! the figures are right on clusters and the request rate grows with the number of
+//! streams, not of consumers.
+//!
+//! Lag is read where it is needed at the rate it is needed. A consumer that drives
+//! scaling (an autoscaled WorkerPool, an HPA asking the external metrics API) is
+//! `demand`ed, and its stream is read every lag interval (1 s); every other stream
+//! once per metrics interval (15 s), which is what a Prometheus scrape wants. A demand
+//! lapses when it is not renewed for a few metrics intervals.
 //!
 //! A consumer missing from the list is reported as missing: its series are removed,
 //! never set to 0, so nothing downstream reads "no lag" (or "scale to max") from a
@@ -16,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ConsumerLabels, Metrics, StreamLabels};
@@ -69,6 +75,11 @@ pub enum Observation {
 
 /// How many poll intervals a reading stays good for.
 const FRESH_FOR_INTERVALS: u32 = 3;
+/// Streams read at once: the poller must not burst thousands of requests at a server.
+const MAX_READS_IN_FLIGHT: usize = 64;
+/// How many metrics intervals a demand lasts unrenewed: past the HPA's 15 s sync
+/// period, which is how often the external metrics API asks.
+const DEMAND_FOR_INTERVALS: u32 = 4;
 
 impl Observation {
     /// `Stale` once a reading is older than `fresh_for`.
@@ -85,20 +96,45 @@ struct State {
     /// Keyed by the Consumer object (`<namespace>/<name>`).
     watched: BTreeMap<String, Watched>,
     observed: HashMap<String, Observation>,
+    /// Consumers read every lag interval, with when they were last asked for.
+    demanded: HashMap<String, Instant>,
+}
+
+/// The consumers on one stream of one connection, and whether any is demanded.
+type Group = (bool, Vec<(String, Watched)>);
+
+/// How often the poller reads consumers.
+#[derive(Clone, Copy, Debug)]
+pub struct Intervals {
+    /// For consumers that drive scaling.
+    pub lag: Duration,
+    /// For every other consumer.
+    pub metrics: Duration,
 }
 
 /// The poller and its latest figures.
 pub struct LagPoller {
     state: Mutex<State>,
     metrics: Arc<Metrics>,
-    /// How old a reading may be before it is `Stale`.
-    fresh_for: Duration,
+    intervals: Intervals,
 }
 
 impl LagPoller {
-    /// A poller whose readings, taken every `interval`, go stale after a few intervals.
-    pub fn new(metrics: Arc<Metrics>, interval: Duration) -> Self {
-        Self { state: Mutex::default(), metrics, fresh_for: interval * FRESH_FOR_INTERVALS }
+    /// A poller whose readings go stale after a few of their intervals.
+    pub fn new(metrics: Arc<Metrics>, intervals: Intervals) -> Self {
+        Self { state: Mutex::default(), metrics, intervals }
+    }
+
+    /// Reads the consumer the object `key` manages every lag interval from now on, for
+    /// a while: callers that scale on it renew the demand as they ask.
+    pub fn demand(&self, key: &str) {
+        self.state.lock().expect("lag state").demanded.insert(key.to_owned(), Instant::now());
+    }
+
+    /// How old a reading of `key` may be before it is `Stale`.
+    fn fresh_for(&self, state: &State, key: &str) -> Duration {
+        let interval = if state.demanded.contains_key(key) { self.intervals.lag } else { self.intervals.metrics };
+        interval * FRESH_FOR_INTERVALS
     }
 
     /// Starts (or updates) watching the consumer the object `key` manages.
@@ -110,6 +146,7 @@ impl LagPoller {
     pub fn forget(&self, key: &str) {
         let mut state = self.state.lock().expect("lag state");
         state.observed.remove(key);
+        state.demanded.remove(key);
         if let Some(watched) = state.watched.remove(key) {
             self.metrics.remove_consumer(&consumer_labels(&watched));
         }
@@ -123,50 +160,77 @@ impl LagPoller {
 
     /// The last poll's answer for the object `key`, if it was polled.
     pub fn observation(&self, key: &str) -> Option<Observation> {
-        self.state.lock().expect("lag state").observed.get(key).map(|o| o.aged(self.fresh_for))
+        let state = self.state.lock().expect("lag state");
+        state.observed.get(key).map(|o| o.aged(self.fresh_for(&state, key)))
     }
 
-    /// Every watched consumer of `namespace` with its last reading, if it was read.
-    pub fn consumers_in(&self, namespace: &str) -> Vec<(Watched, Observation)> {
-        let state = self.state.lock().expect("lag state");
-        state
+    /// Every watched consumer of `namespace` that `wanted` selects, with its last
+    /// reading if it was read; each selected consumer is demanded.
+    pub fn demand_in(&self, namespace: &str, wanted: impl Fn(&Watched) -> bool) -> Vec<(Watched, Observation)> {
+        let mut state = self.state.lock().expect("lag state");
+        let selected: Vec<String> = state
             .watched
             .iter()
-            .filter(|(_, watched)| watched.namespace == namespace)
-            .filter_map(|(key, watched)| {
-                state.observed.get(key).map(|observation| (watched.clone(), observation.aged(self.fresh_for)))
+            .filter(|(_, watched)| watched.namespace == namespace && wanted(watched))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let now = Instant::now();
+        for key in &selected {
+            state.demanded.insert(key.clone(), now);
+        }
+        selected
+            .iter()
+            .filter_map(|key| {
+                let observation = state.observed.get(key)?.aged(self.fresh_for(&state, key));
+                Some((state.watched[key].clone(), observation))
             })
             .collect()
     }
 
-    /// Polls every `interval` until `shutdown`.
-    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(interval);
+    /// Polls until `shutdown`: demanded consumers' streams every lag interval, all of
+    /// them every metrics interval.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.intervals.lag);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_full: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => self.poll().await,
+                _ = ticks.tick() => {
+                    let full = last_full.is_none_or(|at| at.elapsed() + self.intervals.lag / 2 >= self.intervals.metrics);
+                    if full {
+                        last_full = Some(Instant::now());
+                    }
+                    self.poll(!full).await;
+                }
             }
         }
     }
 
-    /// One round: each watched stream read once, every watched consumer updated.
-    pub async fn poll(&self) {
+    /// One round: each watched stream read once (only those with a demanded consumer
+    /// when `demanded_only`), every consumer on them updated.
+    pub async fn poll(&self, demanded_only: bool) {
         let groups = {
-            let state = self.state.lock().expect("lag state");
-            let mut groups: BTreeMap<(String, String), Vec<(String, Watched)>> = BTreeMap::new();
+            let mut state = self.state.lock().expect("lag state");
+            let lapse = self.intervals.metrics * DEMAND_FOR_INTERVALS;
+            state.demanded.retain(|_, at| at.elapsed() < lapse);
+            let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
             for (key, watched) in &state.watched {
-                let group = (watched.connection.clone(), watched.stream.clone());
-                groups.entry(group).or_default().push((key.clone(), watched.clone()));
+                let group = groups.entry((watched.connection.clone(), watched.stream.clone())).or_default();
+                group.0 |= state.demanded.contains_key(key);
+                group.1.push((key.clone(), watched.clone()));
             }
             groups
         };
-        let reads = groups.into_iter().map(|((_, stream), members)| async move {
-            let js = &members[0].1.jetstream;
-            (read_stream(js, &stream).await, members)
-        });
-        for (read, members) in futures::future::join_all(reads).await {
+        let reads = groups.into_iter().filter(|(_, (demanded, _))| *demanded || !demanded_only).map(
+            |((_, stream), (_, members))| async move {
+                let js = &members[0].1.jetstream;
+                (read_stream(js, &stream).await, members)
+            },
+        );
+        for (read, members) in
+            futures::stream::iter(reads).buffer_unordered(MAX_READS_IN_FLIGHT).collect::<Vec<_>>().await
+        {
             self.record(read, members);
         }
     }

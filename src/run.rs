@@ -124,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let ctx = Arc::new(ctx);
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
-    let lag = tokio::spawn(ctx.lag.clone().run(ctx.settings.lag_interval, shutdown.clone()));
+    let lag = tokio::spawn(ctx.lag.clone().run(shutdown.clone()));
     let external_metrics = match &config.external_metrics {
         Some((addr, certificate)) => {
             let front_proxy = crate::extmetrics::FrontProxy::from_cluster(&ctx.client).await?;

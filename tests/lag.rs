@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 use jetway::api::consumer::Consumer;
-use jetway::lag::{LagPoller, Observation, Watched};
+use jetway::lag::{Intervals, LagPoller, Observation, Watched};
 use jetway::metrics::Metrics;
 use jetway_testground::NatsServer;
 use kube::api::{Patch, PatchParams};
@@ -22,6 +22,8 @@ async fn api_requests(nats: &NatsServer) -> u64 {
     let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
     jsz["api"]["total"].as_u64().expect("api.total")
 }
+
+const INTERVALS: Intervals = Intervals { lag: Duration::from_secs(1), metrics: Duration::from_secs(15) };
 
 #[tokio::test]
 async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages() {
@@ -40,7 +42,7 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
         js.publish("wide.x", "m".into()).await.unwrap().await.unwrap();
     }
     let metrics = Arc::new(Metrics::new());
-    let poller = LagPoller::new(metrics.clone(), std::time::Duration::from_secs(1));
+    let poller = LagPoller::new(metrics.clone(), INTERVALS);
     let watch = |n: usize| Watched {
         namespace: "shop".into(),
         connection: String::new(),
@@ -54,7 +56,7 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
     poller.watch("shop/gone", Watched { consumer: "gone".into(), ..watch(0) });
 
     let before = api_requests(&nats).await;
-    poller.poll().await;
+    poller.poll(false).await;
     let requests = api_requests(&nats).await - before;
     assert_eq!(requests, 4, "one stream info and three pages of 256 for 600 consumers");
 
@@ -68,6 +70,48 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
     assert!(text.contains(r#"jetway_consumer_pending_messages{namespace="shop",stream="WIDE",consumer="c599"} 25"#));
     assert!(text.contains(r#"jetway_stream_messages{namespace="shop",stream="WIDE"} 25"#));
     assert!(!text.contains(r#"consumer="gone""#), "a missing consumer has no series, not 0");
+}
+
+#[tokio::test]
+async fn only_the_streams_of_demanded_consumers_are_read_every_lag_interval() {
+    let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let poller = LagPoller::new(Arc::new(Metrics::new()), INTERVALS);
+    for s in 0..20 {
+        let name = format!("S{s}");
+        let config = stream::Config { name: name.clone(), subjects: vec![format!("s{s}.>")], ..Default::default() };
+        let stream = js.create_stream(config).await.unwrap();
+        stream
+            .create_consumer(consumer::pull::Config { durable_name: Some("c".into()), ..Default::default() })
+            .await
+            .unwrap();
+        let watched = Watched {
+            namespace: "shop".into(),
+            connection: String::new(),
+            jetstream: js.clone(),
+            stream: name,
+            consumer: "c".into(),
+        };
+        poller.watch(&format!("shop/s{s}"), watched);
+    }
+    poller.demand("shop/s3");
+    let selected = poller.demand_in("shop", |w| w.stream == "S7");
+    assert!(selected.is_empty(), "not read yet: nothing to report");
+
+    let before = api_requests(&nats).await;
+    poller.poll(true).await;
+    assert_eq!(api_requests(&nats).await - before, 4, "two streams, one info and one list page each");
+    assert!(matches!(poller.observation("shop/s3"), Some(Observation::Found { .. })));
+    assert!(poller.observation("shop/s4").is_none(), "an undemanded stream waits for the metrics interval");
+
+    let before = api_requests(&nats).await;
+    poller.poll(false).await;
+    assert_eq!(api_requests(&nats).await - before, 40, "the full round reads every stream");
+    assert!(matches!(poller.observation("shop/s4"), Some(Observation::Found { .. })));
+    poller.forget("shop/s3");
+    let before = api_requests(&nats).await;
+    poller.poll(true).await;
+    assert_eq!(api_requests(&nats).await - before, 2, "a forgotten consumer is demanded no more");
 }
 
 #[tokio::test]

@@ -51,8 +51,10 @@ pub struct Settings {
     pub resync: Duration,
     /// Report what would change, change nothing.
     pub observe_only: bool,
-    /// How often consumer lag is read.
+    /// How often the lag of consumers that drive scaling is read.
     pub lag_interval: Duration,
+    /// How often every other consumer's figures are read.
+    pub metrics_interval: Duration,
     /// Who scales autoscaled WorkerPools between 1 and `maxReplicas`.
     pub autoscaler: Autoscaler,
 }
@@ -129,7 +131,8 @@ impl Context {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let dead_letters = DeadLetters::new(shutdown);
-        let lag = Arc::new(LagPoller::new(metrics.clone(), settings.lag_interval));
+        let intervals = crate::lag::Intervals { lag: settings.lag_interval, metrics: settings.metrics_interval };
+        let lag = Arc::new(LagPoller::new(metrics.clone(), intervals));
         Self {
             client,
             connections,

@@ -92,6 +92,10 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     let consumer_name = &pool.spec.consumer_ref.name;
     // A reading means the Consumer object exists (it registered the consumer); only
     // without one is the object looked up, to tell "missing" from "not read yet".
+    if pool.spec.autoscaling.is_some() {
+        // Scaling reads the consumer every lag interval.
+        ctx.lag.demand(&key_of(&namespace, consumer_name));
+    }
     let observation = ctx.lag.observation(&key_of(&namespace, consumer_name));
     let consumer = match observation {
         Some(_) => Some(()),

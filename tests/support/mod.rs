@@ -148,6 +148,7 @@ impl Operator {
                 resync: Duration::from_secs(2),
                 observe_only: false,
                 lag_interval: Duration::from_millis(500),
+                metrics_interval: Duration::from_secs(1),
                 autoscaler: jetway::controller::Autoscaler::Jetway,
             },
             external_metrics: None,
