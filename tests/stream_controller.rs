@@ -154,7 +154,8 @@ async fn a_change_the_server_refuses_stalls_names_the_field_and_keeps_every_mess
     fx.publish(&subject, 10).await;
 
     fx.apply("refused", &format!("name: {name}\nsubjects: ['{subject}']\nstorage: file\n")).await;
-    let stream = fx.wait_ready("refused", "False").await;
+    // Adopted first (only the mark is written), then the change is planned and refused.
+    let stream = support::wait_condition(&fx.streams, "refused", "Stalled", "True").await;
     let stalled = condition(&stream, "Stalled").expect("Stalled");
     assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "ChangeRefused"));
     assert!(
