@@ -1,8 +1,9 @@
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Placement, StorageType};
+use async_nats::jetstream::stream::{self as js, Placement, StorageType};
 
 use super::*;
+use crate::api::stream::StreamSpec;
 
 const OWNER: &str = "shop/orders";
 
