@@ -31,6 +31,15 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 if [ "$CARGO_INCREMENTAL" = 0 ]; then
   rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
 fi
+# Each dependency or feature change leaves the old artifacts behind; past a bound the
+# cache costs more disk than the rebuild costs time.
+if [ -d "$CARGO_TARGET_DIR" ]; then
+  target_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1)
+  if [ "${target_gb:-0}" -gt "${JETWAY_TARGET_MAX_GB:-40}" ]; then
+    echo "the cargo target $CARGO_TARGET_DIR holds ${target_gb} GB; removing it (a full rebuild follows)" >&2
+    rm -rf "$CARGO_TARGET_DIR"
+  fi
+fi
 
 ensure_tools() {
   step "test servers and tools (built once from pinned Go modules, then cached)"
