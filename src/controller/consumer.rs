@@ -181,11 +181,6 @@ impl JetStreamKind for Consumer {
         rewritten(desired, sent, stored)
     }
 
-    fn loss_consent(&self) -> String {
-        // Consumer changes remove no messages.
-        String::new()
-    }
-
     async fn written(&self, desired: &DesiredConsumer, js: &async_nats::jetstream::Context, ctx: &Context) {
         warn_of_unmatched_filters(self, desired, js, ctx).await;
     }

@@ -61,8 +61,11 @@ pub trait JetStreamKind:
     ) -> impl Future<Output = Result<Self::Report, JetStreamError>> + Send;
     /// The fields the server stored otherwise than `sent` asked.
     fn rewritten(desired: &Self::Desired, sent: &Self::Config, stored: &Self::Config) -> Vec<FieldChange>;
-    /// The command by which the user consents to the message loss this object's spec would cause.
-    fn loss_consent(&self) -> String;
+    /// The command by which the user consents to the message loss this object's spec
+    /// would cause; kinds whose changes remove no messages never plan such a loss.
+    fn loss_consent(&self) -> String {
+        String::new()
+    }
     /// Runs after each successful write.
     fn written(&self, _desired: &Self::Desired, _js: &JetStream, _ctx: &Context) -> impl Future<Output = ()> + Send {
         async {}

@@ -39,8 +39,7 @@ impl<'de, K: DeserializeOwned + Resource<DynamicType = ()>> Deserialize<'de> for
         };
         let conditions =
             value.pointer("/status/conditions").and_then(|c| Vec::<Condition>::deserialize(c).ok()).unwrap_or_default();
-        let spec = value.get("spec").cloned().unwrap_or_default();
-        let object = crate::crds::check_spec(&K::kind(&()), &spec)
+        let object = crate::crds::check_spec(&K::kind(&()), value.get("spec").unwrap_or(&serde_json::Value::Null))
             .map_err(|v| DecodeError { path: v.path, message: v.message })
             .and_then(|()| {
                 serde_path_to_error::deserialize(value)
