@@ -81,9 +81,14 @@ pub async fn messages_per_subject(js: &Context, name: &str) -> Result<Vec<u64>, 
     subjects.map_ok(|(_, count)| count as u64).try_collect().await.map_err(|e| unavailable(&e))
 }
 
+/// Creates the stream and reads it back: the create answer carries no cluster
+/// figures, which the first resync would otherwise write into status as news.
 pub async fn create_stream(js: &Context, config: Config) -> Result<StreamReport, JetStreamError> {
-    let stream = js.create_stream(config).await.map_err(stream_write_error)?;
-    Ok(StreamReport::from(stream.cached_info()))
+    let mut stream = js.create_stream(config).await.map_err(stream_write_error)?;
+    match stream.info().await {
+        Ok(info) => Ok(StreamReport::from(info)),
+        Err(_) => Ok(StreamReport::from(stream.cached_info())),
+    }
 }
 
 pub async fn update_stream(js: &Context, config: Config) -> Result<StreamReport, JetStreamError> {
