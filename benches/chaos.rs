@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let kills = args.kills;
 
     // Converged: every object Ready at its current generation.
-    common::wait_all_ready(&streams, &consumers, n, started).await?;
+    common::wait_all_ready((&streams, &consumers), (n, n), started).await?;
     let converged = started.elapsed();
     let writes_after = writes_over(&nats, 3 * RESYNC).await?;
 

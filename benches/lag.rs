@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use clap::Parser;
 use futures::StreamExt;
-use jetway::lag::{LagPoller, Observation, Watched};
+use jetway::inventory::{Inventory, Observation, Watched};
 use jetway::metrics::Metrics;
 use jetway_testground::{NatsServer, Tools};
 use rand::Rng;
@@ -92,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Jetway's poller, sampled at random moments for the age of a random consumer's figure.
     // Every consumer demanded: the shape where all of them drive scaling.
-    let intervals = jetway::lag::Intervals { lag: interval, metrics: interval };
-    let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), intervals));
+    let intervals = jetway::inventory::Intervals { lag: interval, metrics: interval, drift: Duration::from_secs(30) };
+    let poller = Arc::new(Inventory::new(Arc::new(Metrics::new()), intervals));
     for (stream, consumer) in &targets {
         let watched = Watched {
             namespace: "bench".into(),
@@ -190,12 +190,16 @@ async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow
         .collect::<anyhow::Result<Vec<_>>>()?;
     let interval = Duration::from_millis(args.interval_ms);
     let run_for = Duration::from_secs(args.seconds.max(30));
-    let tiered = jetway::lag::Intervals { lag: interval, metrics: Duration::from_secs(15) };
-    let flat = jetway::lag::Intervals { lag: interval, metrics: interval };
+    let tiered = jetway::inventory::Intervals {
+        lag: interval,
+        metrics: Duration::from_secs(15),
+        drift: Duration::from_secs(30),
+    };
+    let flat = jetway::inventory::Intervals { lag: interval, metrics: interval, drift: Duration::from_secs(30) };
     let mut rates = Vec::new();
     let mut ages = Vec::new();
     for intervals in [tiered, flat] {
-        let poller = Arc::new(LagPoller::new(Arc::new(Metrics::new()), intervals));
+        let poller = Arc::new(Inventory::new(Arc::new(Metrics::new()), intervals));
         for name in &names {
             let watched = Watched {
                 namespace: "bench".into(),

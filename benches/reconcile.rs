@@ -1,11 +1,16 @@
-//! Reconcile benchmark: N Streams and N Consumers applied to the test ground, against
-//! the same streams and consumers created directly with async-nats, in one run.
+//! Reconcile benchmark: Streams, Consumers and autoscaled WorkerPools applied to the
+//! test ground, against the same streams and consumers created directly with
+//! async-nats, in one run.
 //!
-//!   cargo bench --bench reconcile                 # N = 1000
-//!   cargo bench --bench reconcile -- --objects 200
+//!   cargo bench --bench reconcile                                  # 1000 + 1000, one consumer per stream
+//!   cargo bench --bench reconcile -- --objects 10000
+//!   cargo bench --bench reconcile -- --shape fanout                # 10 streams, 1000 consumers
+//!   cargo bench --bench reconcile -- --pools 0 --idle-seconds 10
 //!
-//! Prints the time until every object is Ready, reconciles per second, the operator's
-//! peak RSS, and the reference time beside it.
+//! Prints, beside the targets: the time from the last object accepted to all
+//! Ready, JetStream API requests per object while converging (counted by the server),
+//! JetStream and kube-apiserver requests per second at idle (counted by the servers),
+//! reconciles, the operator's peak RSS, and the reference time.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,11 +27,27 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Shape {
+    /// One consumer per stream: N Streams and N Consumers.
+    PerStream,
+    /// 10 streams sharing N Consumers.
+    Fanout,
+}
+
 #[derive(Parser)]
 struct Args {
-    /// How many Streams, and as many Consumers, to apply.
+    /// How many Consumers to apply (and as many Streams, one per consumer).
     #[arg(long, default_value_t = 1000)]
     objects: usize,
+    #[arg(long, value_enum, default_value_t = Shape::PerStream)]
+    shape: Shape,
+    /// Autoscaled WorkerPools, on the first consumers.
+    #[arg(long, default_value_t = 100)]
+    pools: usize,
+    /// How long to count requests at idle, once everything is Ready.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
     /// Requests in flight at once, for both the apply and the reference.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -38,13 +59,24 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (attached, _ground) = common::ground().await?;
+    let (attached, ground) = common::ground().await?;
+    let monitor = match &ground {
+        Some(ground) => ground.nats.monitor_url(),
+        None => std::env::var("JETWAY_TEST_NATS_MONITOR_URL")
+            .context("with a running ground, set JETWAY_TEST_NATS_MONITOR_URL to its nats-server's monitor URL")?,
+    };
     let client = jetway_testground::kube::client_from_kubeconfig(&attached.kubeconfig).await?;
     let nats = async_nats::connect(&attached.nats_url).await?;
     let js = async_nats::jetstream::new(nats);
-    let n = args.objects;
+    let consumers_n = args.objects;
+    let streams_n = match args.shape {
+        Shape::PerStream => consumers_n,
+        Shape::Fanout => 10.min(consumers_n),
+    };
+    let pools_n = args.pools.min(consumers_n);
+    let stream_of = |i: usize| i % streams_n;
 
-    let reference = reference(&js, n, args.concurrency).await?;
+    let reference = reference(&js, streams_n, consumers_n, args.concurrency).await?;
 
     common::install_crds(&client).await?;
     let namespace = common::namespace(&client, "bench").await?;
@@ -53,22 +85,38 @@ async fn main() -> anyhow::Result<()> {
     let mut operator = common::operator(&attached, &namespace, port).await?;
     let pid = operator.id().context("the operator's pid")?;
     let reconciles_before = reconciles(port).await?;
+    let requests_before = common::jetstream_requests(&monitor).await?;
 
     let started = Instant::now();
     let streams: Api<Stream> = Api::namespaced(client.clone(), &namespace);
     let consumers: Api<Consumer> = Api::namespaced(client.clone(), &namespace);
+    let pools: Api<jetway::api::workerpool::WorkerPool> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply("jetway-bench");
-    stream::iter(0..n)
+    let objects = (0..streams_n)
         .map(|i| {
-            let (streams, consumers, params) = (streams.clone(), consumers.clone(), params.clone());
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": format!("bench-{i}")},
+                "spec": {"name": format!("BENCH_{i}"), "storage": "file", "maxAge": "1h"}})
+        })
+        .chain((0..consumers_n).map(|i| {
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": format!("bench-{i}")},
+                "spec": {"streamName": format!("BENCH_{}", stream_of(i)), "durableName": format!("worker-{i}"), "ackWait": "30s"}})
+        }))
+        .chain((0..pools_n).map(|i| {
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": format!("bench-{i}")},
+                "spec": {"consumerRef": {"name": format!("bench-{i}")}, "worker": {"image": "jetway/payment:bench"},
+                    "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 100, "cooldown": "30s"}}})
+        }));
+    stream::iter(objects)
+        .map(|object| {
+            let (streams, consumers, pools, params) =
+                (streams.clone(), consumers.clone(), pools.clone(), params.clone());
             async move {
-                let name = format!("bench-{i}");
-                let s = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name},
-                    "spec": {"name": format!("BENCH_{i}"), "storage": "file", "maxAge": "1h"}});
-                streams.patch(&name, &params, &Patch::Apply(s)).await?;
-                let c = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": name},
-                    "spec": {"streamName": format!("BENCH_{i}"), "durableName": "worker", "ackWait": "30s"}});
-                consumers.patch(&name, &params, &Patch::Apply(c)).await?;
+                let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                match object["kind"].as_str() {
+                    Some("Stream") => drop(streams.patch(&name, &params, &Patch::Apply(object)).await?),
+                    Some("Consumer") => drop(consumers.patch(&name, &params, &Patch::Apply(object)).await?),
+                    _ => drop(pools.patch(&name, &params, &Patch::Apply(object)).await?),
+                }
                 anyhow::Ok(())
             }
         })
@@ -77,14 +125,25 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let applied = started.elapsed();
 
-    common::wait_all_ready(&streams, &consumers, n, started).await?;
+    common::wait_all_ready((&streams, &consumers), (streams_n, consumers_n), started).await?;
     let all_ready = started.elapsed();
+    let converging = common::jetstream_requests(&monitor).await? - requests_before;
     let reconciled = reconciles(port).await? - reconciles_before;
+
+    // Idle: nothing changes; count what the servers answer.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = Duration::from_secs(args.idle_seconds);
+    let (js_before, (api_before, writes_before)) =
+        (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
+    tokio::time::sleep(idle).await;
+    let (js_after, (api_after, writes_after)) =
+        (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
+    let per_second = |before: f64, after: f64| (after - before) / idle.as_secs_f64();
     let peak_rss_kib = peak_rss_kib(pid)?;
     operator.kill().await.ok();
 
     // Leave the server as it was.
-    stream::iter(0..n)
+    stream::iter(0..streams_n)
         .for_each_concurrent(args.concurrency, |i| {
             let js = js.clone();
             async move {
@@ -93,16 +152,33 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
 
-    println!("reconcile benchmark: {n} Streams + {n} Consumers on nats-server and kube-apiserver (loopback)");
-    println!("  applied to Kubernetes in        {:>8.2} s", applied.as_secs_f64());
+    let objects = streams_n + consumers_n;
     println!(
-        "  all {} Ready after              {:>8.2} s   ({:.2} s after the last apply)",
-        2 * n,
-        all_ready.as_secs_f64(),
-        (all_ready - applied).as_secs_f64()
+        "reconcile benchmark: {streams_n} Streams + {consumers_n} Consumers ({:?}), {pools_n} autoscaled WorkerPools, nats-server and kube-apiserver on loopback",
+        args.shape
     );
-    println!("  reconciles                      {:>8.0}   ({:.0}/s)", reconciled, reconciled / all_ready.as_secs_f64());
-    println!("  operator peak RSS               {:>8.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!("                                     measured     target");
+    println!("  applied to Kubernetes in        {:>8.2} s", applied.as_secs_f64());
+    let after_last = (all_ready - applied).as_secs_f64();
+    let ready_target = if objects <= 2000 { "<= 1 s" } else { "<= 10 s" };
+    println!("  Ready after the last apply      {after_last:>8.2} s   {ready_target}");
+    println!(
+        "  JetStream requests converging   {:>8.2} /object   <= 3   ({converging} for {objects} objects)",
+        converging as f64 / objects as f64
+    );
+    println!(
+        "  JetStream requests at idle      {:>8.1} /s   <= 100 (1000 streams, 30 s resync, 100 autoscaled)",
+        per_second(js_before as f64, js_after as f64)
+    );
+    println!("  apiserver requests at idle      {:>8.1} /s", per_second(api_before, api_after));
+    println!(
+        "  apiserver writes at idle        {:>8.1} /s   0   (leases excepted; over {} s)",
+        per_second(writes_before, writes_after),
+        idle.as_secs()
+    );
+    println!("  reconciles until Ready          {:>8.2} /object   <= 2", reconciled / (objects + pools_n) as f64);
+    let rss_target = if objects <= 2000 { "<= 36 MiB" } else { "<= 150 MiB" };
+    println!("  operator peak RSS               {:>8.1} MiB   {rss_target}", peak_rss_kib as f64 / 1024.0);
     println!(
         "  reference: async-nats directly  {:>8.2} s   (same streams and consumers, {} in flight)",
         reference.as_secs_f64(),
@@ -112,20 +188,33 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates and then deletes N streams with one consumer each, straight through async-nats.
-async fn reference(js: &async_nats::jetstream::Context, n: usize, concurrency: usize) -> anyhow::Result<Duration> {
+/// Creates and then deletes the same streams and consumers straight through async-nats.
+async fn reference(
+    js: &async_nats::jetstream::Context,
+    streams: usize,
+    consumers: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
     use async_nats::jetstream::{consumer, stream as js_stream};
     let started = Instant::now();
-    stream::iter(0..n)
+    stream::iter(0..streams)
         .map(|i| async move {
             let config = js_stream::Config {
                 name: format!("REF_{i}"),
                 max_age: Duration::from_secs(3600),
                 ..Default::default()
             };
-            let s = js.create_stream(config).await?;
+            js.create_stream(config).await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await?;
+    stream::iter(0..consumers)
+        .map(|i| async move {
+            let s = js.get_stream_no_info(format!("REF_{}", i % streams)).await?;
             let c = consumer::pull::Config {
-                durable_name: Some("worker".into()),
+                durable_name: Some(format!("worker-{i}")),
                 ack_wait: Duration::from_secs(30),
                 ..Default::default()
             };
@@ -136,7 +225,7 @@ async fn reference(js: &async_nats::jetstream::Context, n: usize, concurrency: u
         .try_collect::<()>()
         .await?;
     let elapsed = started.elapsed();
-    stream::iter(0..n)
+    stream::iter(0..streams)
         .for_each_concurrent(concurrency, |i| async move {
             let _ = js.delete_stream(format!("REF_{i}")).await;
         })

@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::lag::{LagPoller, Observation};
+use crate::inventory::{Inventory, Observation};
 
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 pub const PENDING: &str = "nats_consumer_pending_messages";
@@ -117,7 +117,7 @@ struct ValuesQuery {
     label_selector: String,
 }
 
-pub fn router(lag: Arc<LagPoller>) -> Router {
+pub fn router(lag: Arc<Inventory>) -> Router {
     Router::new()
         .route("/apis/external.metrics.k8s.io/v1beta1", get(discovery))
         .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(values))
@@ -141,7 +141,7 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 }
 
 async fn values(
-    State(lag): State<Arc<LagPoller>>,
+    State(lag): State<Arc<Inventory>>,
     Path((namespace, metric)): Path<(String, String)>,
     Query(query): Query<ValuesQuery>,
 ) -> Response {
@@ -168,7 +168,7 @@ async fn values(
         .into_iter()
         .filter_map(|(watched, observation)| match observation {
             Observation::Found { lag, at } => {
-                let timestamp = crate::lag::read_at(at);
+                let timestamp = crate::inventory::read_at(at);
                 Some(json!({
                     "metricName": PENDING,
                     "metricLabels": { "consumer": watched.consumer, "stream": watched.stream },
@@ -299,7 +299,7 @@ pub async fn serve(
     addr: SocketAddr,
     certificate: &Certificate,
     front_proxy: FrontProxy,
-    lag: Arc<LagPoller>,
+    lag: Arc<Inventory>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(certificate, &front_proxy)?));

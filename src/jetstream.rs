@@ -60,6 +60,36 @@ impl From<&Info> for StreamReport {
     }
 }
 
+impl StreamReport {
+    /// What the stream's status shows: its configuration, its state and its cluster.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.observed.config, &(&self.state, &self.cluster))
+    }
+}
+
+/// What a status shows of a server object, in two parts: a change in the first
+/// (the configuration) wakes the controller at once, one in the second (the figures)
+/// at most once per metrics interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub config: u64,
+    pub figures: u64,
+}
+
+impl Fingerprint {
+    /// Of two serializable parts.
+    pub fn of(config: &impl serde::Serialize, figures: &impl serde::Serialize) -> Self {
+        Self { config: hash(config), figures: hash(figures) }
+    }
+}
+
+fn hash(value: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The stream's report, or `None` when the server has no stream of that name.
 pub async fn observe_stream(js: &Context, name: &str) -> Result<Option<StreamReport>, JetStreamError> {
     match js.get_stream(name).await {
@@ -132,6 +162,13 @@ impl From<&consumer::Info> for ConsumerReport {
             ack_floor_stream_sequence: info.ack_floor.stream_sequence,
         };
         Self { observed: ObservedConsumer { config: info.config.clone() }, state }
+    }
+}
+
+impl ConsumerReport {
+    /// What the consumer's status shows: its configuration and its state.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.observed.config, &self.state)
     }
 }
 

@@ -130,7 +130,7 @@ impl Metrics {
         self.scale_decisions.get_or_create(&ScaleLabels { reason }).inc();
     }
 
-    pub fn set_consumer(&self, labels: &ConsumerLabels, lag: &crate::lag::ConsumerLag) {
+    pub fn set_consumer(&self, labels: &ConsumerLabels, lag: &crate::inventory::ConsumerLag) {
         let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.consumer_pending.get_or_create(labels).set(gauge(lag.pending));
         self.consumer_ack_pending.get_or_create(labels).set(gauge(lag.ack_pending));

@@ -124,12 +124,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let ctx = Arc::new(ctx);
     let streams = tokio::spawn(controller::stream::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
     let consumers = tokio::spawn(controller::consumer::run(ctx.clone(), config.namespace.clone(), shutdown.clone()));
-    let lag = tokio::spawn(ctx.lag.clone().run(shutdown.clone()));
+    let inventory = tokio::spawn(ctx.inventory.clone().run(shutdown.clone()));
     let external_metrics = match &config.external_metrics {
         Some((addr, certificate)) => {
             let front_proxy = crate::extmetrics::FrontProxy::from_cluster(&ctx.client).await?;
             let (bound, task) =
-                crate::extmetrics::serve(*addr, certificate, front_proxy, ctx.lag.clone(), shutdown.clone()).await?;
+                crate::extmetrics::serve(*addr, certificate, front_proxy, ctx.inventory.clone(), shutdown.clone())
+                    .await?;
             tracing::info!(addr = %bound, "serving the external metrics API");
             Some(task)
         }
@@ -162,7 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         ("consumer", consumers),
         ("connection", connections),
         ("workerpool", pools),
-        ("lag poller", lag),
+        ("inventory", inventory),
     ];
     for (controller, mut task) in tasks {
         match tokio::time::timeout(CONTROLLER_GRACE, &mut task).await {

@@ -176,7 +176,7 @@ fn the_dashboard_queries_only_metrics_the_operator_and_workers_export() {
     // Families without a sample are not exported, so give every one a sample first.
     let operator = jetway::metrics::Metrics::new();
     let consumer = jetway::metrics::ConsumerLabels { namespace: "n".into(), stream: "S".into(), consumer: "c".into() };
-    operator.set_consumer(&consumer, &jetway::lag::ConsumerLag::default());
+    operator.set_consumer(&consumer, &jetway::inventory::ConsumerLag::default());
     operator.set_stream(&jetway::metrics::StreamLabels { namespace: "n".into(), stream: "S".into() }, 1, 1);
     operator.scaled("Activated");
     operator.reconciled("Stream", 0.01, Some("Refused"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 use jetway::api::consumer::Consumer;
-use jetway::lag::{Intervals, LagPoller, Observation, Watched};
+use jetway::inventory::{Intervals, Inventory, Observation, Watched};
 use jetway::metrics::Metrics;
 use jetway_testground::NatsServer;
 use kube::api::{Patch, PatchParams};
@@ -23,10 +23,11 @@ async fn api_requests(nats: &NatsServer) -> u64 {
     jsz["api"]["total"].as_u64().expect("api.total")
 }
 
-const INTERVALS: Intervals = Intervals { lag: Duration::from_secs(1), metrics: Duration::from_secs(15) };
+const INTERVALS: Intervals =
+    Intervals { lag: Duration::from_secs(1), metrics: Duration::from_secs(15), drift: Duration::from_secs(30) };
 
 #[tokio::test]
-async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages() {
+async fn six_hundred_consumers_are_read_in_one_stream_list_and_three_consumer_list_pages() {
     let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -42,7 +43,7 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
         js.publish("wide.x", "m".into()).await.unwrap().await.unwrap();
     }
     let metrics = Arc::new(Metrics::new());
-    let poller = LagPoller::new(metrics.clone(), INTERVALS);
+    let poller = Inventory::new(metrics.clone(), INTERVALS);
     let watch = |n: usize| Watched {
         namespace: "shop".into(),
         connection: String::new(),
@@ -56,9 +57,9 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
     poller.watch("shop/gone", Watched { consumer: "gone".into(), ..watch(0) });
 
     let before = api_requests(&nats).await;
-    poller.poll(false).await;
+    poller.poll().await;
     let requests = api_requests(&nats).await - before;
-    assert_eq!(requests, 4, "one stream info and three pages of 256 for 600 consumers");
+    assert_eq!(requests, 4, "one stream list page and three consumer list pages of 256 for 600 consumers");
 
     for n in [0, 299, 599] {
         assert!(
@@ -73,10 +74,11 @@ async fn six_hundred_consumers_are_read_in_one_stream_info_and_three_list_pages(
 }
 
 #[tokio::test]
-async fn only_the_streams_of_demanded_consumers_are_read_every_lag_interval() {
+async fn an_idle_round_is_one_stream_list_and_moved_figures_are_read_at_their_interval() {
     let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let poller = LagPoller::new(Arc::new(Metrics::new()), INTERVALS);
+    let intervals = Intervals { lag: Duration::from_millis(200), ..INTERVALS };
+    let poller = Inventory::new(Arc::new(Metrics::new()), intervals);
     for s in 0..20 {
         let name = format!("S{s}");
         let config = stream::Config { name: name.clone(), subjects: vec![format!("s{s}.>")], ..Default::default() };
@@ -98,20 +100,36 @@ async fn only_the_streams_of_demanded_consumers_are_read_every_lag_interval() {
     let selected = poller.demand_in("shop", |w| w.stream == "S7");
     assert!(selected.is_empty(), "not read yet: nothing to report");
 
-    let before = api_requests(&nats).await;
-    poller.poll(true).await;
-    assert_eq!(api_requests(&nats).await - before, 4, "two streams, one info and one list page each");
-    assert!(matches!(poller.observation("shop/s3"), Some(Observation::Found { .. })));
-    assert!(poller.observation("shop/s4").is_none(), "an undemanded stream waits for the metrics interval");
+    let rounds = |expected: u64, why: &'static str| {
+        let (nats, poller) = (&nats, &poller);
+        async move {
+            tokio::time::sleep(intervals.lag).await;
+            let before = api_requests(nats).await;
+            poller.poll().await;
+            assert_eq!(api_requests(nats).await - before, expected, "{why}");
+        }
+    };
+    rounds(21, "the first round reads the stream list and every consumer list").await;
+    assert!(matches!(poller.observation("shop/s4"), Some(Observation::Found { lag, .. }) if lag.pending == 0));
+    rounds(1, "nothing moved: the stream list alone confirms every figure").await;
+    let Some(Observation::Found { at: confirmed, .. }) = poller.observation("shop/s4") else { panic!("s4 was read") };
 
-    let before = api_requests(&nats).await;
-    poller.poll(false).await;
-    assert_eq!(api_requests(&nats).await - before, 40, "the full round reads every stream");
-    assert!(matches!(poller.observation("shop/s4"), Some(Observation::Found { .. })));
+    for subject in ["s3.order", "s4.order"] {
+        js.publish(subject, "o".into()).await.unwrap().await.unwrap();
+    }
+    rounds(2, "S3 moved and drives scaling: read at once; S4 waits for the metrics interval").await;
+    assert!(matches!(poller.observation("shop/s3"), Some(Observation::Found { lag, .. }) if lag.pending == 1));
+    assert!(
+        matches!(poller.observation("shop/s4"), Some(Observation::Found { lag, at }) if lag.pending == 0 && at == confirmed),
+        "S4's last figures stand, known to hold only until its stream moved"
+    );
+    rounds(2, "a demanded consumer with messages pending is read each round").await;
+
     poller.forget("shop/s3");
-    let before = api_requests(&nats).await;
-    poller.poll(true).await;
-    assert_eq!(api_requests(&nats).await - before, 2, "a forgotten consumer is demanded no more");
+    rounds(1, "a forgotten consumer is demanded no more").await;
+    js.delete_stream("S5").await.unwrap();
+    rounds(1, "a stream gone from the list needs no consumer list").await;
+    assert!(matches!(poller.observation("shop/s5"), Some(Observation::Missing { .. })));
 }
 
 #[tokio::test]

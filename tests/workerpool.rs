@@ -9,7 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use jetway::api::workerpool::WorkerPool;
-use kube::api::PostParams;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{EVENTUALLY, Operator, POLL, TestContext, deployment_replicas, wait_until};
 
@@ -37,6 +38,20 @@ async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_a
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("WorkerPool", "payment", Some(true)));
     let template = idle.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(template.containers[0].image.as_deref(), Some("jetway/payment:test"));
+
+    // An edit by hand is reverted at once: the pool watches what it owns, and is not
+    // otherwise looked at while it rests.
+    let deployments = ctx.api::<Deployment>();
+    let edit = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "worker", "image": "someone/else:1" }] } } } });
+    let edited = deployments.patch("payment", &PatchParams::default(), &Patch::Strategic(edit)).await.unwrap();
+    let image =
+        |d: Deployment| d.spec.unwrap_or_default().template.spec.unwrap_or_default().containers[0].image.clone();
+    assert_eq!(image(edited).as_deref(), Some("someone/else:1"));
+    wait_until("the edit to be reverted", EVENTUALLY, POLL, || async {
+        Ok((image(deployments.get("payment").await?).as_deref() == Some("jetway/payment:test")).then_some(()))
+    })
+    .await
+    .unwrap();
 
     // Lag appears: 0 -> 1 within about two seconds, then up to ceil(25 / 10) = 3.
     let appeared = Instant::now();

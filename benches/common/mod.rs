@@ -117,22 +117,51 @@ where
         .count())
 }
 
-/// Waits until all `n` Streams and `n` Consumers are Ready at their latest generation,
-/// for at most 30 minutes from `started`.
+/// Waits until all `streams` Streams and `consumers` Consumers are Ready at their
+/// latest generation, for at most 30 minutes from `started`.
 pub async fn wait_all_ready(
-    streams: &Api<jetway::api::stream::Stream>,
-    consumers: &Api<jetway::api::consumer::Consumer>,
-    n: usize,
+    api: (&Api<jetway::api::stream::Stream>, &Api<jetway::api::consumer::Consumer>),
+    (streams, consumers): (usize, usize),
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
     loop {
-        let ready = current_and_ready(streams).await? + current_and_ready(consumers).await?;
-        if ready == 2 * n {
+        let ready = current_and_ready(api.0).await? + current_and_ready(api.1).await?;
+        if ready == streams + consumers {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(1800) {
-            anyhow::bail!("only {ready} of {} objects Ready after 30 min", 2 * n);
+            anyhow::bail!("only {ready} of {} objects Ready after 30 min", streams + consumers);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The JetStream API requests the server has answered so far (its `/jsz`).
+pub async fn jetstream_requests(monitor_url: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = monitor_url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(b"GET /jsz HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let jsz: serde_json::Value = serde_json::from_str(body)?;
+    jsz["api"]["total"].as_u64().context("api.total in /jsz")
+}
+
+/// The requests kube-apiserver has served so far, from its own `/metrics`: all of
+/// them, and the writes (create, update, patch, delete) to anything but leases.
+pub async fn apiserver_requests(client: &Client) -> anyhow::Result<(f64, f64)> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let (mut all, mut writes) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        all += value;
+        let write = ["POST", "PUT", "PATCH", "DELETE"].iter().any(|verb| line.contains(&format!("verb=\"{verb}\"")));
+        if write && !line.contains("resource=\"leases\"") {
+            writes += value;
+        }
+    }
+    Ok((all, writes))
 }

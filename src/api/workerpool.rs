@@ -135,7 +135,7 @@ pub struct WorkerPoolStatus {
     /// The pods' label selector, for the `/scale` subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Pending messages at the last poll, and when that poll was.
+    /// Pending messages at the last read, and when that figure was first read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,8 @@ pub const KIND: &str = "NatsConnection";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    super::run::<NatsConnection, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
+    let runner = super::Runner { kind: KIND, namespace, shutdown, configure: |c, _| c };
+    super::run::<NatsConnection, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
 /// The pool user that keeps a NatsConnection's own client open while it exists.

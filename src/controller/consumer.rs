@@ -27,8 +27,8 @@ use crate::api::condition::READY;
 use crate::api::consumer::{Consumer, ConsumerStatus};
 use crate::api::stream::DeletionPolicy;
 use crate::deadletter::Target;
+use crate::inventory::{Fingerprint, Kind, Watched};
 use crate::jetstream::{self, ConsumerLookup, ConsumerReport};
-use crate::lag::Watched;
 use crate::plan::consumer::{
     ConsumerPlan, DesiredConsumer, ObservedConsumer, plan_consumer, released as released_config, rewritten,
 };
@@ -39,7 +39,14 @@ pub const KIND: &str = "Consumer";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    super::run::<Consumer, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
+    let woken = super::woken(ctx.inventory.subscribe(Kind::Consumer));
+    let runner = super::Runner {
+        kind: KIND,
+        namespace,
+        shutdown,
+        configure: move |c: super::Controller<Consumer>, _| c.reconcile_on(woken),
+    };
+    super::run::<Consumer, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
 async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -73,7 +80,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
     };
     // Lag is watched for every consumer the object manages that exists.
     match (&connection, &report, &consumer_name) {
-        (Some(pooled), Some(_), Some(name)) => ctx.lag.watch(
+        (Some(pooled), Some(_), Some(name)) => ctx.inventory.watch(
             &key,
             Watched {
                 namespace: namespace.clone(),
@@ -83,7 +90,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
                 consumer: name.clone(),
             },
         ),
-        _ => ctx.lag.forget(&key),
+        _ => ctx.inventory.forget(&key),
     }
     if !ctx.settings.observe_only {
         ctx.dead_letters.ensure(&key, dead_letter.zip(connection.map(|c| c.jetstream)));
@@ -114,6 +121,20 @@ impl JetStreamKind for Consumer {
     type Desired = DesiredConsumer;
     type Report = ConsumerReport;
     const NOUN: &'static str = "consumer";
+    const KIND: Kind = Kind::Consumer;
+
+    fn stream(desired: &DesiredConsumer) -> &str {
+        &desired.stream
+    }
+
+    fn recall(desired: &DesiredConsumer, connection: &str, ctx: &Context) -> Option<ConsumerReport> {
+        let info = ctx.inventory.consumer_info(connection, &desired.stream, desired.name())?;
+        Some(ConsumerReport::from(&*info))
+    }
+
+    fn fingerprint(report: &ConsumerReport) -> Fingerprint {
+        report.fingerprint()
+    }
 
     fn config(desired: &DesiredConsumer) -> &Config {
         &desired.config
@@ -232,7 +253,7 @@ async fn cleanup(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, R
     let key = key(consumer);
     ctx.consumer_answers.forget(&key);
     ctx.dead_letters.ensure(&key, None);
-    ctx.lag.forget(&key);
+    ctx.inventory.forget(&key);
     let delete = consumer.spec.deletion_policy == Some(DeletionPolicy::Delete);
     ctx.cleanup_through(consumer, reference, delete, move |js| async move {
         apply_deletion_policy(consumer, ctx, &js).await

@@ -12,6 +12,7 @@ use kube::Resource;
 
 use super::answers::Answers;
 use super::{Context, Done, ReconcileError, describe, key};
+use crate::inventory::{Fingerprint, Kind};
 use crate::jetstream::JetStreamError;
 use crate::plan::{FieldChange, Plan};
 
@@ -31,6 +32,8 @@ pub trait JetStreamKind:
     type Report: Send + Sync;
     /// What users call it: "stream", "consumer".
     const NOUN: &'static str;
+    /// Which of the inventory's kinds it is.
+    const KIND: Kind;
 
     fn config(desired: &Self::Desired) -> &Self::Config;
     fn with_config(desired: &Self::Desired, config: Self::Config) -> Self::Desired;
@@ -41,6 +44,13 @@ pub trait JetStreamKind:
     fn answer(report: &Self::Report) -> Self::Config;
     fn owner(report: &Self::Report) -> Option<&str>;
 
+    /// The server stream the object is, or lives on.
+    fn stream(desired: &Self::Desired) -> &str;
+    /// The object as the inventory's last batched read saw it, when that read is
+    /// recent and no write came after it.
+    fn recall(desired: &Self::Desired, connection: &str, ctx: &Context) -> Option<Self::Report>;
+    /// What the object's status shows of `report`.
+    fn fingerprint(report: &Self::Report) -> Fingerprint;
     /// The object as the server has it; `None` when it does not exist.
     fn observe(
         &self,
@@ -74,8 +84,10 @@ pub trait JetStreamKind:
 
 /// Observe, plan and execute; the report is the server's latest word on the object.
 /// Planned against the server's own form of this spec when it answered it before.
-/// One JetStream object is converged by one reconcile at a time, so that of two
-/// objects declaring it, exactly one creates or adopts it.
+/// A resync asks the server nothing when the inventory's last read finds the object
+/// in sync; any other plan is made again against a fresh read. One JetStream object
+/// is converged by one reconcile at a time, so that of two objects declaring it,
+/// exactly one creates or adopts it.
 pub async fn converge<K: JetStreamKind>(
     object: &K,
     desired: &K::Desired,
@@ -85,15 +97,22 @@ pub async fn converge<K: JetStreamKind>(
 ) -> (Option<K::Report>, Result<Done, ReconcileError>) {
     let _turn = ctx.claims.take(format!("{connection}\u{0}{}\u{0}{}", K::NOUN, K::target(desired))).await;
     let key = key(object);
-    let report = match object.observe(desired, js).await {
-        Ok(report) => report,
-        Err(err) => return (None, Err(err)),
-    };
     let asked = K::config(desired);
     let desired = &match K::answers(ctx).stored_form(&key, asked) {
         Some(config) => K::with_config(desired, config),
         None => desired.clone(),
     };
+    if let Some(report) = K::recall(desired, connection, ctx)
+        && matches!(K::plan(desired, Some(&report), false), Plan::InSync)
+    {
+        ctx.inventory.reported(K::KIND, &key, Some(K::fingerprint(&report)));
+        return (Some(report), Ok(Done::InSync));
+    }
+    let report = match object.observe(desired, js).await {
+        Ok(report) => report,
+        Err(err) => return (None, Err(err)),
+    };
+    ctx.inventory.reported(K::KIND, &key, report.as_ref().map(K::fingerprint));
     let mut plan = K::plan(desired, report.as_ref(), false);
     if let (Plan::OwnedElsewhere { owner }, Some(_)) = (&plan, &report)
         && !ctx.owner_exists::<K>(owner).await
@@ -123,7 +142,12 @@ pub async fn converge<K: JetStreamKind>(
         Plan::Update { config, changes } => {
             (config.clone(), K::update(js, desired, config).await.map(|r| (r, Done::Updated(changes))))
         }
-        Plan::Adopt { config, differences } => return adopt(object, desired, js, config, differences).await,
+        Plan::Adopt { config, differences } => {
+            ctx.inventory.touch(connection, K::stream(desired));
+            let (report, outcome) = adopt(object, desired, js, config, differences).await;
+            ctx.inventory.reported(K::KIND, &key, report.as_ref().map(K::fingerprint));
+            return (report, outcome);
+        }
         Plan::Refused { violations } => return (report, Err(ReconcileError::ChangeRefused(violations))),
         Plan::WouldLoseMessages { violations } => {
             return (report, Err(ReconcileError::WouldLoseMessages(violations, object.loss_consent())));
@@ -131,8 +155,10 @@ pub async fn converge<K: JetStreamKind>(
         Plan::OwnedElsewhere { owner } => return (report, Err(ReconcileError::OwnedElsewhere(K::NOUN, owner))),
         Plan::AdoptionRefused => return (report, Err(ReconcileError::AdoptionRefused(K::NOUN))),
     };
+    ctx.inventory.touch(connection, K::stream(desired));
     match result {
         Ok((written, done)) => {
+            ctx.inventory.reported(K::KIND, &key, Some(K::fingerprint(&written)));
             object.written(desired, js, ctx).await;
             let answer = K::answer(&written);
             let rewritten = K::rewritten(desired, &sent, &answer);

@@ -14,7 +14,7 @@ pub mod workerpool;
 
 pub use decoded::{DecodeError, Decoded};
 pub use error::{ReconcileError, Retry, RunnerError};
-pub use runner::{run, with_finalizer};
+pub use runner::{Controller, Runner, Store, run, with_finalizer, woken};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ use crate::api::stream::LocalRef;
 use crate::connection::{Pool, Pooled, resolve_named};
 use crate::deadletter::DeadLetters;
 
-use crate::lag::LagPoller;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::plan::FieldChange;
 use crate::status::Health;
@@ -103,10 +103,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The dead-letter forwarders of Consumers that ask for one.
     pub dead_letters: DeadLetters,
-    /// Consumer lag, read in batches for every consumer Consumer objects manage.
-    pub lag: Arc<LagPoller>,
+    /// What the servers hold, read in batches: lag, status figures, resync snapshots.
+    pub inventory: Arc<Inventory>,
     /// What the WorkerPool scaler remembers between decisions.
     pub scale_memory: workerpool::ScaleMemory,
+    /// The Deployments and HPAs pools own, as watched.
+    pub owned: workerpool::OwnedStores,
     /// The kinds whose controllers have listed everything they watch.
     pub synced: CacheSync,
     /// What the server made of the stream and consumer configurations sent to it.
@@ -131,16 +133,21 @@ impl Context {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let dead_letters = DeadLetters::new(shutdown);
-        let intervals = crate::lag::Intervals { lag: settings.lag_interval, metrics: settings.metrics_interval };
-        let lag = Arc::new(LagPoller::new(metrics.clone(), intervals));
+        let intervals = crate::inventory::Intervals {
+            lag: settings.lag_interval,
+            metrics: settings.metrics_interval,
+            drift: settings.resync,
+        };
+        let inventory = Arc::new(Inventory::new(metrics.clone(), intervals));
         Self {
             client,
             connections,
             settings,
             metrics,
             dead_letters,
-            lag,
+            inventory,
             scale_memory: Default::default(),
+            owned: Default::default(),
             synced: CacheSync::default(),
             stream_answers: Default::default(),
             consumer_answers: Default::default(),

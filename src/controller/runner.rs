@@ -11,17 +11,44 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, DecodeError, Decoded, FIELD_MANAGER, FINALIZER, ReconcileError, RunnerError, key};
 use crate::status::Health;
 
-/// Runs the controller of kind `K` (in `namespace`, or all) until `shutdown` is
-/// cancelled: each reconcile goes through [`with_finalizer`] to `apply` or `cleanup`,
-/// and a failure backs off per object.
-pub async fn run<K, A, AF, C, CF>(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: CancellationToken,
-    kind: &'static str,
-    apply: A,
-    cleanup: C,
-) where
+/// The store of a controller's objects, as the runner reflects them.
+pub type Store<K> = kube::runtime::reflector::Store<Decoded<K>>;
+/// A controller of `K`'s objects, as the runner builds it.
+pub type Controller<K> = kube::runtime::Controller<Decoded<K>>;
+
+/// How one controller runs.
+pub struct Runner<F> {
+    /// The kind, as metrics and logs name it.
+    pub kind: &'static str,
+    /// Only this namespace's objects, or all.
+    pub namespace: Option<String>,
+    pub shutdown: CancellationToken,
+    /// What else starts a reconcile besides a change to the object itself: owned
+    /// objects, the inventory's news.
+    pub configure: F,
+}
+
+/// The objects named by `keys` (`<namespace>/<name>`), for `reconcile_on`.
+pub fn woken<K>(
+    keys: impl futures::Stream<Item = String> + Send + 'static,
+) -> impl futures::Stream<Item = kube::runtime::reflector::ObjectRef<Decoded<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+    Decoded<K>: Resource<DynamicType = ()>,
+{
+    use futures::StreamExt;
+    keys.filter_map(|key| async move {
+        let (namespace, name) = key.split_once('/')?;
+        Some(kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    })
+}
+
+/// Runs the controller of kind `K` until the runner's `shutdown` is cancelled: each
+/// reconcile goes through [`with_finalizer`] to `apply` or `cleanup`, and a failure
+/// backs off per object.
+pub async fn run<K, F, A, AF, C, CF>(ctx: Arc<Context>, runner: Runner<F>, apply: A, cleanup: C)
+where
+    F: FnOnce(Controller<K>, Store<K>) -> Controller<K>,
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
@@ -38,6 +65,7 @@ pub async fn run<K, A, AF, C, CF>(
     use futures::StreamExt;
     use kube::runtime::WatchStreamExt;
     use kube::runtime::{Predicate, predicates};
+    let Runner { kind, namespace, shutdown, configure } = runner;
     let api: kube::Api<Decoded<K>> = match &namespace {
         Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
         None => kube::Api::all(ctx.client.clone()),
@@ -57,7 +85,7 @@ pub async fn run<K, A, AF, C, CF>(
                 .combine(predicates::finalizers),
             Default::default(),
         );
-    let controller = kube::runtime::Controller::for_stream(changes, store.clone());
+    let controller = configure(kube::runtime::Controller::for_stream(changes, store.clone()), store.clone());
     let synced = ctx.clone();
     tokio::spawn(async move {
         // The store's readiness wakes one waiter only, and the controller's own runner

@@ -24,6 +24,7 @@ use super::converge::{JetStreamKind, converge};
 use super::{Context, ReconcileError, connection_id, health, is_paused, key};
 use crate::api::condition::READY;
 use crate::api::stream::{DeletionPolicy, Stream, StreamStatus};
+use crate::inventory::{Fingerprint, Kind, WatchedStream};
 use crate::jetstream::{self, StreamReport};
 use crate::plan::FieldChange;
 use crate::plan::loss::needs_subject_counts;
@@ -37,7 +38,14 @@ pub const KIND: &str = "Stream";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    super::run::<Stream, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
+    let woken = super::woken(ctx.inventory.subscribe(Kind::Stream));
+    let runner = super::Runner {
+        kind: KIND,
+        namespace,
+        shutdown,
+        configure: move |c: super::Controller<Stream>, _| c.reconcile_on(woken),
+    };
+    super::run::<Stream, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
 async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -58,6 +66,15 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
             Ok(pooled) => {
                 let connection = connection_id(&namespace, stream.spec.connection_ref.as_ref());
                 let (report, outcome) = converge(stream, &desired, &connection, &pooled.jetstream, ctx).await;
+                if report.is_some() {
+                    let watched = WatchedStream {
+                        namespace: namespace.clone(),
+                        connection,
+                        jetstream: pooled.jetstream.clone(),
+                        stream: desired.name().to_owned(),
+                    };
+                    ctx.inventory.watch_stream(&key, watched);
+                }
                 (report, outcome.map_err(|e| e.explained(&pooled).at_field(crate::plan::stream::field_of_error)))
             }
         },
@@ -96,6 +113,19 @@ impl JetStreamKind for Stream {
     type Desired = DesiredStream;
     type Report = StreamReport;
     const NOUN: &'static str = "stream";
+    const KIND: Kind = Kind::Stream;
+
+    fn stream(desired: &DesiredStream) -> &str {
+        desired.name()
+    }
+
+    fn recall(desired: &DesiredStream, connection: &str, ctx: &Context) -> Option<StreamReport> {
+        ctx.inventory.stream_info(connection, desired.name()).map(|info| StreamReport::from(&*info))
+    }
+
+    fn fingerprint(report: &StreamReport) -> Fingerprint {
+        report.fingerprint()
+    }
 
     fn config(desired: &DesiredStream) -> &Config {
         &desired.config
@@ -189,6 +219,7 @@ async fn cleanup(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Recon
     let (stream, ctx) = (&*stream, &*ctx);
     let reference = stream.spec.connection_ref.as_ref();
     ctx.stream_answers.forget(&key(stream));
+    ctx.inventory.forget_stream(&key(stream));
     let delete = stream.spec.deletion_policy == Some(DeletionPolicy::Delete);
     ctx.cleanup_through(
         stream,

@@ -11,39 +11,36 @@
 //!
 //! A consumer that is missing (no Consumer object, or not on the server) is a
 //! condition naming it, and the pool keeps its replicas: no lag is not zero lag.
-//! Autoscaled pools are looked at every second; the Deployment goes with the pool
-//! through its owner reference.
+//! A pool is looked at when it changes, when what it owns changes, when its
+//! consumer's lag moves (the inventory wakes it), and every second only while time
+//! alone can move its decision (cooling down, stabilizing); the Deployment goes with
+//! the pool through its owner reference.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricIdentifier, MetricSpec, MetricTarget,
-};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Autoscaler, Context, FIELD_MANAGER, ReconcileError, key};
+use super::{Autoscaler, Context, ReconcileError, key};
 use crate::api::condition::READY;
 use crate::api::consumer::Consumer;
-use crate::api::workerpool::{Autoscaling, WorkerPool, WorkerPoolStatus};
-use crate::extmetrics::PENDING;
-use crate::lag::Observation;
+use crate::api::workerpool::{WorkerPool, WorkerPoolStatus};
+use crate::inventory::Observation;
 use crate::plan::scale::{self, DEFAULT_COOLDOWN, ScaleDecision};
 use crate::status::{Health, conditions};
 
 mod memory;
+mod objects;
 
-use self::memory::HpaState;
 pub use self::memory::ScaleMemory;
+pub use self::objects::OwnedStores;
+use self::objects::{apply_deployment, apply_hpa, remove_hpa, watch_owned};
 
 pub const KIND: &str = "WorkerPool";
 /// The label that selects a pool's pods.
@@ -52,7 +49,31 @@ const AUTOSCALE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    super::run::<WorkerPool, _, _, _, _>(ctx, namespace, shutdown, KIND, apply, cleanup).await;
+    // A pool is looked at when its consumer's lag moves.
+    let moved = ctx.inventory.subscribe(crate::inventory::Kind::Lag);
+    let (owner, watched_namespace) = (ctx.clone(), namespace.clone());
+    let configure = move |controller: super::Controller<WorkerPool>, pools: super::Store<WorkerPool>| {
+        use futures::StreamExt;
+        let pools_of = move |consumer: String| {
+            let (namespace, name) = consumer.split_once('/').map(|(n, c)| (n.to_owned(), c.to_owned()))?;
+            let on_it: Vec<_> = pools
+                .state()
+                .into_iter()
+                .filter(|pool| {
+                    pool.namespace().as_deref() == Some(namespace.as_str())
+                        && pool.object.as_ref().is_ok_and(|pool| pool.spec.consumer_ref.name == name)
+                })
+                .map(|pool| kube::runtime::reflector::ObjectRef::from_obj(&*pool))
+                .collect();
+            Some(futures::stream::iter(on_it))
+        };
+        controller
+            .owns_stream(watch_owned(&owner, watched_namespace.as_deref(), |owned| &owned.deployments))
+            .owns_stream(watch_owned(&owner, watched_namespace.as_deref(), |owned| &owned.hpas))
+            .reconcile_on(moved.filter_map(move |consumer| std::future::ready(pools_of(consumer))).flatten())
+    };
+    let runner = super::Runner { kind: KIND, namespace, shutdown, configure };
+    super::run::<WorkerPool, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
 async fn cleanup(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -94,9 +115,9 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     // without one is the object looked up, to tell "missing" from "not read yet".
     if pool.spec.autoscaling.is_some() {
         // Scaling reads the consumer every lag interval.
-        ctx.lag.demand(&key_of(&namespace, consumer_name));
+        ctx.inventory.demand(&key_of(&namespace, consumer_name));
     }
-    let observation = ctx.lag.observation(&key_of(&namespace, consumer_name));
+    let observation = ctx.inventory.observation(&key_of(&namespace, consumer_name));
     let consumer = match observation {
         Some(_) => Some(()),
         None => {
@@ -106,6 +127,9 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     };
 
     let current = pool.spec.replicas.unwrap_or(1);
+    // Whether time alone may move the decision (a cooldown, the stabilizing window):
+    // every other change comes with the consumer's lag, which wakes the pool.
+    let mut settling = false;
     let (health, decision, pending) = match (&consumer, observation, &pool.spec.autoscaling) {
         (None, ..) => {
             let message = format!("the Consumer {consumer_name} does not exist; the pool keeps its replicas");
@@ -145,6 +169,10 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
                 }
                 Autoscaler::Hpa => scale::beside_hpa(policy, input),
             };
+            settling = match decision {
+                Some(d) => matches!(d.reason, "CoolingDown" | "WorkInFlight" | "Stabilizing" | "PendingFell"),
+                None => !active && current > 0 && policy.min_replicas == 0,
+            };
             (ready(decision.map_or(current, |d| d.replicas)), decision, Some((lag.pending, at)))
         }
     };
@@ -152,7 +180,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         _ if ctx.settings.observe_only => {}
         (Autoscaler::Hpa, Some(policy)) => {
             // Without the consumer's names there is nothing to select yet.
-            if let Some((stream, consumer)) = ctx.lag.names(&key_of(&namespace, consumer_name)) {
+            if let Some((stream, consumer)) = ctx.inventory.names(&key_of(&namespace, consumer_name)) {
                 apply_hpa(&pool, &ctx, &key, policy, &stream, &consumer).await?;
             }
         }
@@ -165,9 +193,14 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         // Beside an HPA, the pool's replicas are the HPA's last decision (it writes them).
         desired_replicas: decision.map(|d| d.replicas).or(Some(current)),
         pending: pending.map(|(p, _)| p).or(previous.pending),
-        pending_observed_at: pending
-            .map(|(_, at)| Time(crate::lag::read_at(at)))
-            .or(previous.pending_observed_at.clone()),
+        // When the figure was first read: a figure that holds writes nothing more.
+        pending_observed_at: match pending {
+            Some((figure, _)) if previous.pending == Some(figure) && previous.pending_observed_at.is_some() => {
+                previous.pending_observed_at.clone()
+            }
+            Some((_, at)) => Some(Time(crate::inventory::read_at(at))),
+            None => previous.pending_observed_at.clone(),
+        },
         last_scale_time: previous.last_scale_time.clone(),
         last_scale_reason: previous.last_scale_reason.clone(),
         ..Default::default()
@@ -206,7 +239,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         }
         _ => current,
     };
-    let deployment = apply_deployment(&pool, &ctx, replicas).await?;
+    let deployment = apply_deployment(&pool, &ctx, &key, replicas).await?;
     status.replicas = deployment.status.and_then(|s| s.replicas).unwrap_or(0);
     status.conditions = conditions(&previous.conditions, &health, pool.metadata.generation, &now());
     let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.clone());
@@ -214,7 +247,8 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
         ctx.event(&*pool, true, health.reason(), health.message().to_owned()).await;
     }
     ctx.write_status(&*pool, &previous, &status).await?;
-    Ok(if pool.spec.autoscaling.is_some() { Action::requeue(AUTOSCALE_EVERY) } else { ctx.resync(&key) })
+    let waiting = pool.spec.autoscaling.is_some() && !matches!(health, Health::Ready { .. });
+    Ok(if settling || waiting { Action::requeue(AUTOSCALE_EVERY) } else { ctx.resync(&key) })
 }
 
 fn ready(replicas: i32) -> Health {
@@ -234,117 +268,6 @@ async fn scale_to(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Result<(),
     let api: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
     api.patch_scale(&pool.name_any(), &PatchParams::default(), &patch).await.map_err(ReconcileError::Kube)?;
-    Ok(())
-}
-
-/// The pool's Deployment, applied with server-side apply and owned by the pool.
-async fn apply_deployment(pool: &WorkerPool, ctx: &Context, replicas: i32) -> Result<Deployment, ReconcileError> {
-    let name = pool.name_any();
-    let namespace = pool.namespace().unwrap_or_default();
-    let selector = BTreeMap::from([(POOL_LABEL.to_owned(), name.clone())]);
-    let worker = &pool.spec.worker;
-    let mut pod_labels = worker.pod_labels.clone().unwrap_or_default();
-    pod_labels.extend(selector.clone());
-    let deployment = Deployment {
-        metadata: owned_meta(pool),
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: worker.pod_annotations.clone(),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "worker".into(),
-                        image: Some(worker.image.clone()),
-                        image_pull_policy: worker.image_pull_policy.clone(),
-                        command: worker.command.clone(),
-                        args: worker.args.clone(),
-                        env: worker.env.clone(),
-                        env_from: worker.env_from.clone(),
-                        resources: worker.resources.clone(),
-                        ..Default::default()
-                    }],
-                    service_account_name: worker.service_account_name.clone(),
-                    termination_grace_period_seconds: worker.termination_grace_period_seconds,
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    };
-    apply_object(ctx, &namespace, &name, owned_object(&deployment)?).await
-}
-
-/// The pool's HPA: on the consumer's pending messages, through the external metrics
-/// API, scaling the pool itself (its `/scale`), between 1 and `maxReplicas`. Applied
-/// when it would change, and once per resync interval to revert edits.
-async fn apply_hpa(
-    pool: &WorkerPool,
-    ctx: &Context,
-    key: &str,
-    policy: &Autoscaling,
-    stream: &str,
-    consumer: &str,
-) -> Result<(), ReconcileError> {
-    let name = pool.name_any();
-    let namespace = pool.namespace().unwrap_or_default();
-    let selector =
-        BTreeMap::from([("consumer".to_owned(), consumer.to_owned()), ("stream".to_owned(), stream.to_owned())]);
-    let hpa = HorizontalPodAutoscaler {
-        metadata: owned_meta(pool),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some(WorkerPool::api_version(&()).into_owned()),
-                kind: WorkerPool::kind(&()).into_owned(),
-                name: name.clone(),
-            },
-            min_replicas: Some(policy.min_replicas.max(1)),
-            max_replicas: policy.max_replicas,
-            metrics: Some(vec![MetricSpec {
-                type_: "External".into(),
-                external: Some(ExternalMetricSource {
-                    metric: MetricIdentifier {
-                        name: PENDING.into(),
-                        selector: Some(LabelSelector { match_labels: Some(selector), ..Default::default() }),
-                    },
-                    target: MetricTarget {
-                        type_: "AverageValue".into(),
-                        average_value: Some(Quantity(policy.target_pending_per_replica.to_string())),
-                        ..Default::default()
-                    },
-                }),
-                ..Default::default()
-            }]),
-            behavior: policy.behavior.clone(),
-        }),
-        status: None,
-    };
-    let object = owned_object(&hpa)?;
-    if ctx.scale_memory.hpa_applied(key, &object, ctx.settings.resync) {
-        return Ok(());
-    }
-    apply_object::<HorizontalPodAutoscaler>(ctx, &namespace, &name, object.clone()).await?;
-    ctx.scale_memory.set_hpa(key, HpaState::Applied { object, at: Instant::now() });
-    Ok(())
-}
-
-/// Deletes the pool's HPA, once per pool and process, where it should have none.
-async fn remove_hpa(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<(), ReconcileError> {
-    if ctx.scale_memory.hpa_absent(key) {
-        return Ok(());
-    }
-    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    match api.delete(&pool.name_any(), &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(err) => return Err(ReconcileError::Kube(err)),
-    }
-    ctx.scale_memory.set_hpa(key, HpaState::Absent);
     Ok(())
 }
 
@@ -384,45 +307,4 @@ async fn foreign_owner(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<Op
     }
     ctx.scale_memory.owned(key);
     Ok(None)
-}
-
-/// Name, namespace, the pool label and the pool as controlling owner.
-fn owned_meta(pool: &WorkerPool) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(pool.name_any()),
-        namespace: pool.namespace(),
-        labels: Some(BTreeMap::from([(POOL_LABEL.to_owned(), pool.name_any())])),
-        owner_references: pool.controller_owner_ref(&()).map(|owner| vec![owner]),
-        ..Default::default()
-    }
-}
-
-/// `object` as a server-side apply body: its fields, apiVersion and kind.
-fn owned_object<K>(object: &K) -> Result<serde_json::Value, ReconcileError>
-where
-    K: Resource<DynamicType = ()> + serde::Serialize,
-{
-    let mut value = serde_json::to_value(object).map_err(|e| ReconcileError::Kube(kube::Error::SerdeError(e)))?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    Ok(value)
-}
-
-/// Server-side applies `object` as Jetway, taking over fields others set.
-async fn apply_object<K>(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    object: serde_json::Value,
-) -> Result<K, ReconcileError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map_err(ReconcileError::Kube)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::lag::ConsumerLag;
+use crate::inventory::ConsumerLag;
 use crate::plan::scale::ScaleInput;
 
 /// What the scaler remembers between decisions, per pool: wants of the last cooldown
@@ -27,22 +27,35 @@ struct PoolMemory {
     /// predate the status write that recorded it.
     last_scale: Option<(Time, &'static str)>,
     hpa: HpaState,
+    /// The Deployment as last applied.
+    deployment: Option<Applied>,
     /// The Deployment and HPA of the pool's name were found to be the pool's, or absent.
     owns_its_objects: bool,
 }
 
 /// What this process knows of a pool's HPA, so that it is written only when it would
-/// change (or once per resync, to revert edits), not on every one-second look.
+/// change or was edited, not on every look.
 #[derive(Default)]
-pub(super) enum HpaState {
+enum HpaState {
     #[default]
     Unknown,
     /// Deleted, or found missing: nothing left from an earlier mode or spec.
     Absent,
-    Applied {
-        object: serde_json::Value,
-        at: Instant,
-    },
+    Applied(Applied),
+}
+
+/// An object as this process last applied it, and the generation the apply left.
+#[derive(Clone)]
+pub(super) struct Applied {
+    pub object: serde_json::Value,
+    pub generation: Option<i64>,
+}
+
+/// The objects a pool owns.
+#[derive(Clone, Copy)]
+pub(super) enum Owned {
+    Deployment,
+    Hpa,
 }
 
 impl ScaleMemory {
@@ -81,21 +94,32 @@ impl ScaleMemory {
         self.pools.lock().expect("scale memory").get(key).and_then(|memory| memory.last_scale.clone())
     }
 
-    pub(super) fn set_hpa(&self, key: &str, state: HpaState) {
-        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().hpa = state;
+    pub(super) fn applied(&self, key: &str, which: Owned) -> Option<Applied> {
+        let pools = self.pools.lock().expect("scale memory");
+        let memory = pools.get(key)?;
+        match (which, &memory.hpa) {
+            (Owned::Deployment, _) => memory.deployment.clone(),
+            (Owned::Hpa, HpaState::Applied(applied)) => Some(applied.clone()),
+            (Owned::Hpa, _) => None,
+        }
+    }
+
+    pub(super) fn set_applied(&self, key: &str, which: Owned, applied: Applied) {
+        let mut pools = self.pools.lock().expect("scale memory");
+        let memory = pools.entry(key.to_owned()).or_default();
+        match which {
+            Owned::Deployment => memory.deployment = Some(applied),
+            Owned::Hpa => memory.hpa = HpaState::Applied(applied),
+        }
+    }
+
+    pub(super) fn hpa_removed(&self, key: &str) {
+        self.pools.lock().expect("scale memory").entry(key.to_owned()).or_default().hpa = HpaState::Absent;
     }
 
     pub(super) fn hpa_absent(&self, key: &str) -> bool {
         let pools = self.pools.lock().expect("scale memory");
         pools.get(key).is_some_and(|memory| matches!(memory.hpa, HpaState::Absent))
-    }
-
-    /// Whether `object` is what was applied last, less than `fresh` ago.
-    pub(super) fn hpa_applied(&self, key: &str, object: &serde_json::Value, fresh: Duration) -> bool {
-        let pools = self.pools.lock().expect("scale memory");
-        pools.get(key).is_some_and(|memory| {
-            matches!(&memory.hpa, HpaState::Applied { object: applied, at } if applied == object && at.elapsed() < fresh)
-        })
     }
 
     pub(super) fn owned(&self, key: &str) {

@@ -1,0 +1,388 @@
+//! What the servers hold, read in batches: the figures behind status, `/metrics` and
+//! autoscaling, and the snapshot a resync plans against.
+//!
+//! Stream and Consumer objects register what they manage (`watch_stream`, `watch`)
+//! and drop it when they go (`forget_stream`, `forget`). Each lag interval (1 s) a
+//! round asks every connection for its stream list: one request per 256 streams, each
+//! answer with the stream's configuration and state. A stream's consumer list (one
+//! request per 256 consumers, each figure from the consumer's leader) is read only
+//! when its figures can have moved:
+//!
+//! - never read yet, or written by a reconcile since it was read;
+//! - the stream's state moved (messages, sequences, consumer count), or one of its
+//!   consumers had messages pending or unacknowledged at the last read: every lag
+//!   interval when one of its consumers drives scaling (`demand`), else once per
+//!   metrics interval (15 s);
+//! - once per drift interval in any case, for changes made behind Jetway's back.
+//!
+//! Otherwise the last figures are confirmed by the list: a consumer with nothing
+//! pending or in flight on a stream whose state did not move cannot have moved. So an
+//! idle system costs one list request per 256 streams a second, whatever the number
+//! of consumers; the request rate grows with activity, not with objects. Only the
+//! number of waiting pull requests can drift unseen, for at most a drift interval.
+//!
+//! A consumer missing from its stream's list, or on a stream missing from the stream
+//! list, is reported as missing: its series are removed, never set to 0, so nothing
+//! downstream reads "no lag" (or "scale to max") from a consumer that is not there.
+//!
+//! The controllers plan resyncs against these snapshots ([`Inventory::stream_info`],
+//! [`Inventory::consumer_info`]) instead of asking again, and tell the inventory what
+//! their status shows ([`Inventory::reported`]); a round that finds something else
+//! wakes the object's controller (`subscribe`): at once for a configuration change or
+//! a disappearance, at most once per metrics interval for figures alone.
+
+mod round;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::channel::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::jetstream::Fingerprint;
+use crate::metrics::{ConsumerLabels, Metrics};
+
+/// One consumer's figures at one read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerLag {
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
+    pub waiting: u64,
+}
+
+impl From<&consumer::Info> for ConsumerLag {
+    fn from(info: &consumer::Info) -> Self {
+        Self {
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+            waiting: info.num_waiting as u64,
+        }
+    }
+}
+
+/// What a Consumer object asks to have watched.
+#[derive(Clone)]
+pub struct Watched {
+    pub namespace: String,
+    /// Which connection: `<namespace>/<NatsConnection>`, or empty for the default one.
+    pub connection: String,
+    pub jetstream: jetstream::Context,
+    pub stream: String,
+    pub consumer: String,
+}
+
+/// What a Stream object asks to have watched.
+#[derive(Clone)]
+pub struct WatchedStream {
+    pub namespace: String,
+    pub connection: String,
+    pub jetstream: jetstream::Context,
+    pub stream: String,
+}
+
+/// The kinds of object a round can wake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Stream,
+    Consumer,
+    /// A demanded consumer's pending or unacknowledged count moved: for what scales on it.
+    Lag,
+}
+
+/// The wall-clock time of a reading taken at `at`, as Kubernetes objects carry it.
+pub fn read_at(at: Instant) -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let age = k8s_openapi::jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// The latest word on one consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// Its figures, known to hold at `at`.
+    Found { lag: ConsumerLag, at: Instant },
+    /// The server answered and the consumer (or its stream) was not there.
+    Missing { at: Instant },
+    /// The last figures are older than a few intervals (NATS cut off, the reads
+    /// stalled): nothing may act on them.
+    Stale { lag: ConsumerLag, at: Instant },
+}
+
+/// How many intervals a reading stays good for.
+const FRESH_FOR_INTERVALS: u32 = 3;
+/// Requests in flight at once: a round must not burst thousands at a server.
+const MAX_READS_IN_FLIGHT: usize = 64;
+/// How many metrics intervals a demand lasts unrenewed: past the HPA's 15 s sync
+/// period, which is how often the external metrics API asks.
+const DEMAND_FOR_INTERVALS: u32 = 4;
+
+impl Observation {
+    /// `Stale` once a reading is older than `fresh_for`.
+    fn aged(self, fresh_for: Duration) -> Self {
+        match self {
+            Self::Found { lag, at } | Self::Stale { lag, at } if at.elapsed() > fresh_for => Self::Stale { lag, at },
+            other => other,
+        }
+    }
+}
+
+/// One stream of one connection: `(connection, stream)`.
+type Place = (String, String);
+
+/// What the rounds know of one stream and its watched consumers.
+#[derive(Default)]
+struct Entry {
+    /// The stream as the last list showed it; `None` when it was not in the list.
+    stream: Option<Arc<stream::Info>>,
+    /// When the last list that answered was asked for.
+    listed_at: Option<Instant>,
+    /// The watched consumers found by the last consumer list.
+    consumers: HashMap<String, Arc<consumer::Info>>,
+    /// When the last consumer list that answered was asked for.
+    consumers_read_at: Option<Instant>,
+    /// Until when the consumers' figures are known to hold.
+    confirmed_at: Option<Instant>,
+    /// The stream's state when its consumers were last read.
+    signature: Signature,
+    /// When a reconcile last wrote to the stream or one of its consumers: reads
+    /// asked for before that are not planned against.
+    touched_at: Option<Instant>,
+}
+
+/// The parts of a stream's state that move whenever a consumer's figures can.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Signature {
+    messages: u64,
+    first: u64,
+    last: u64,
+    consumers: usize,
+}
+
+impl Signature {
+    fn of(info: Option<&stream::Info>) -> Self {
+        info.map_or_else(Self::default, |info| Self {
+            messages: info.state.messages,
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+            consumers: info.state.consumer_count,
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Keyed by the Consumer object (`<namespace>/<name>`).
+    consumers: BTreeMap<String, Watched>,
+    /// Keyed by the Stream object.
+    streams: BTreeMap<String, WatchedStream>,
+    entries: HashMap<Place, Entry>,
+    /// Consumers read every lag interval, with when they were last asked for.
+    demanded: HashMap<String, Instant>,
+    /// What each object's status was last computed from (`None`: the server had nothing).
+    reported: HashMap<(Kind, String), Option<Fingerprint>>,
+    /// When each object was last woken.
+    woken: HashMap<(Kind, String), Instant>,
+    /// The lag last announced for each demanded consumer.
+    announced: HashMap<String, (u64, u64)>,
+    subscribers: HashMap<Kind, mpsc::UnboundedSender<String>>,
+}
+
+/// How often the rounds read.
+#[derive(Clone, Copy, Debug)]
+pub struct Intervals {
+    /// For consumers that drive scaling, and every stream list.
+    pub lag: Duration,
+    /// For every other consumer.
+    pub metrics: Duration,
+    /// For everything, moved or not.
+    pub drift: Duration,
+}
+
+/// The rounds and their latest findings.
+pub struct Inventory {
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+    intervals: Intervals,
+}
+
+impl Inventory {
+    pub fn new(metrics: Arc<Metrics>, intervals: Intervals) -> Self {
+        Self { state: Mutex::default(), metrics, intervals }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("inventory state")
+    }
+
+    /// The keys of objects of `kind` a round finds changed; one subscriber per kind.
+    pub fn subscribe(&self, kind: Kind) -> mpsc::UnboundedReceiver<String> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.state().subscribers.insert(kind, sender);
+        receiver
+    }
+
+    /// Reads the consumer the object `key` manages every lag interval from now on, for
+    /// a while: callers that scale on it renew the demand as they ask.
+    pub fn demand(&self, key: &str) {
+        self.state().demanded.insert(key.to_owned(), Instant::now());
+    }
+
+    /// How old a reading of `key` may be before it is `Stale`.
+    fn fresh_for(&self, state: &State, key: &str) -> Duration {
+        let interval = if state.demanded.contains_key(key) { self.intervals.lag } else { self.intervals.metrics };
+        interval * FRESH_FOR_INTERVALS
+    }
+
+    /// Starts (or updates) watching the consumer the object `key` manages.
+    pub fn watch(&self, key: &str, watched: Watched) {
+        self.state().consumers.insert(key.to_owned(), watched);
+    }
+
+    /// Starts (or updates) watching the stream the object `key` manages.
+    pub fn watch_stream(&self, key: &str, watched: WatchedStream) {
+        self.state().streams.insert(key.to_owned(), watched);
+    }
+
+    /// Stops watching the consumer of `key` and removes its series.
+    pub fn forget(&self, key: &str) {
+        let mut state = self.state();
+        state.demanded.remove(key);
+        state.announced.remove(key);
+        forget_object(&mut state, Kind::Consumer, key);
+        if let Some(watched) = state.consumers.remove(key) {
+            self.metrics.remove_consumer(&consumer_labels(&watched));
+        }
+        drop_unwatched(&mut state);
+    }
+
+    /// Stops watching the stream of `key`.
+    pub fn forget_stream(&self, key: &str) {
+        let mut state = self.state();
+        forget_object(&mut state, Kind::Stream, key);
+        state.streams.remove(key);
+        drop_unwatched(&mut state);
+    }
+
+    /// The stream and consumer names the object `key` manages, once it registered them.
+    pub fn names(&self, key: &str) -> Option<(String, String)> {
+        let state = self.state();
+        state.consumers.get(key).map(|watched| (watched.stream.clone(), watched.consumer.clone()))
+    }
+
+    /// The latest word on the consumer of the object `key`, if it was read.
+    pub fn observation(&self, key: &str) -> Option<Observation> {
+        let state = self.state();
+        observe(&state, key).map(|o| o.aged(self.fresh_for(&state, key)))
+    }
+
+    /// Every watched consumer of `namespace` that `wanted` selects, with its last
+    /// reading if it was read; each selected consumer is demanded.
+    pub fn demand_in(&self, namespace: &str, wanted: impl Fn(&Watched) -> bool) -> Vec<(Watched, Observation)> {
+        let mut state = self.state();
+        let selected: Vec<String> = state
+            .consumers
+            .iter()
+            .filter(|(_, watched)| watched.namespace == namespace && wanted(watched))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let now = Instant::now();
+        for key in &selected {
+            state.demanded.insert(key.clone(), now);
+        }
+        selected
+            .iter()
+            .filter_map(|key| {
+                let observation = observe(&state, key)?.aged(self.fresh_for(&state, key));
+                Some((state.consumers[key].clone(), observation))
+            })
+            .collect()
+    }
+
+    /// The stream as a list asked for since the last write to it showed it, if that
+    /// list is recent; `None` when there is none to plan against.
+    pub fn stream_info(&self, connection: &str, stream: &str) -> Option<Arc<stream::Info>> {
+        let state = self.state();
+        let entry = state.entries.get(&(connection.to_owned(), stream.to_owned()))?;
+        let listed = entry.listed_at.filter(|at| at.elapsed() <= self.intervals.lag * FRESH_FOR_INTERVALS)?;
+        (entry.touched_at < Some(listed)).then(|| entry.stream.clone()).flatten()
+    }
+
+    /// The consumer as a list asked for since the last write to it showed it, if that
+    /// list is younger than the drift interval.
+    pub fn consumer_info(&self, connection: &str, stream: &str, consumer: &str) -> Option<Arc<consumer::Info>> {
+        let state = self.state();
+        let entry = state.entries.get(&(connection.to_owned(), stream.to_owned()))?;
+        let read = entry.consumers_read_at.filter(|at| at.elapsed() <= self.intervals.drift)?;
+        (entry.touched_at < Some(read) && entry.stream.is_some()).then(|| entry.consumers.get(consumer).cloned())?
+    }
+
+    /// A reconcile wrote to this stream or one of its consumers: what was read before
+    /// is not planned against, and the next round reads it again.
+    pub fn touch(&self, connection: &str, stream: &str) {
+        let mut state = self.state();
+        if let Some(entry) = state.entries.get_mut(&(connection.to_owned(), stream.to_owned())) {
+            entry.touched_at = Some(Instant::now());
+        }
+    }
+
+    /// The object `key`'s status was just computed from what `fingerprint` stands for.
+    pub fn reported(&self, kind: Kind, key: &str, fingerprint: Option<Fingerprint>) {
+        self.state().reported.insert((kind, key.to_owned()), fingerprint);
+    }
+
+    /// Rounds until `shutdown`, one each lag interval.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.intervals.lag);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.poll().await,
+            }
+        }
+    }
+}
+
+fn forget_object(state: &mut State, kind: Kind, key: &str) {
+    state.reported.remove(&(kind, key.to_owned()));
+    state.woken.remove(&(kind, key.to_owned()));
+}
+
+/// Entries no watched object is on any more go.
+fn drop_unwatched(state: &mut State) {
+    let places: std::collections::HashSet<Place> = watched_places(state).into_keys().collect();
+    state.entries.retain(|place, _| places.contains(place));
+}
+
+/// Every place something is watched on, with a client to read it through.
+fn watched_places(state: &State) -> HashMap<Place, jetstream::Context> {
+    let streams = state.streams.values().map(|w| ((w.connection.clone(), w.stream.clone()), w.jetstream.clone()));
+    let consumers = state.consumers.values().map(|w| ((w.connection.clone(), w.stream.clone()), w.jetstream.clone()));
+    streams.chain(consumers).collect()
+}
+
+/// What the entries say of the consumer of `key`.
+fn observe(state: &State, key: &str) -> Option<Observation> {
+    let watched = state.consumers.get(key)?;
+    let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()))?;
+    if entry.stream.is_none() {
+        return entry.listed_at.map(|at| Observation::Missing { at });
+    }
+    let read_at = entry.consumers_read_at?;
+    Some(match entry.consumers.get(&watched.consumer) {
+        Some(info) => Observation::Found { lag: ConsumerLag::from(&**info), at: entry.confirmed_at.unwrap_or(read_at) },
+        None => Observation::Missing { at: read_at },
+    })
+}
+
+fn consumer_labels(watched: &Watched) -> ConsumerLabels {
+    ConsumerLabels {
+        namespace: watched.namespace.clone(),
+        stream: watched.stream.clone(),
+        consumer: watched.consumer.clone(),
+    }
+}

@@ -1,0 +1,230 @@
+//! One round: the stream lists, the consumer lists that are due, and what they change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::{StreamExt, TryStreamExt};
+
+use super::{
+    ConsumerLag, Entry, Fingerprint, Inventory, Kind, MAX_READS_IN_FLIGHT, Place, Signature, State, consumer_labels,
+    observe, watched_places,
+};
+use crate::jetstream::{ConsumerReport, StreamReport};
+use crate::metrics::StreamLabels;
+
+/// A consumer list that answered: the consumers found, and when it was asked for.
+type ConsumerRead = (Place, anyhow::Result<Vec<consumer::Info>>, Instant);
+
+impl Inventory {
+    /// One round: every connection's stream list, then the consumer lists due.
+    pub async fn poll(&self) {
+        let lists = {
+            let state = self.state();
+            let mut connections: BTreeMap<String, jetstream::Context> = BTreeMap::new();
+            for ((connection, _), js) in watched_places(&state) {
+                connections.entry(connection).or_insert(js);
+            }
+            connections
+        };
+        let lists = futures::stream::iter(lists)
+            .map(|(connection, js)| async move {
+                let asked = Instant::now();
+                let list: Result<Vec<stream::Info>, _> = js.streams().try_collect().await;
+                (connection, list, asked)
+            })
+            .buffer_unordered(MAX_READS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let due = {
+            let mut state = self.state();
+            for (connection, list, asked) in lists {
+                match list {
+                    Ok(list) => self.record_list(&mut state, &connection, list, asked),
+                    // Unknown is not zero: the last figures stand until a list answers.
+                    Err(error) => tracing::debug!(%connection, %error, "listing the streams failed"),
+                }
+            }
+            self.due(&mut state)
+        };
+        let reads: Vec<ConsumerRead> = futures::stream::iter(due)
+            .map(|(place, js)| async move {
+                let asked = Instant::now();
+                let stream = js.get_stream_no_info(&place.1).await;
+                let read = match stream {
+                    Ok(stream) => stream.consumers().try_collect().await.map_err(anyhow::Error::from),
+                    Err(error) => Err(error.into()),
+                };
+                (place, read, asked)
+            })
+            .buffer_unordered(MAX_READS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut state = self.state();
+        for read in reads {
+            record_consumers(&mut state, read);
+        }
+        self.publish(&mut state);
+    }
+
+    /// Records one connection's stream list for the places watched on it.
+    fn record_list(&self, state: &mut State, connection: &str, list: Vec<stream::Info>, asked: Instant) {
+        let mut found: HashMap<String, stream::Info> =
+            list.into_iter().map(|info| (info.config.name.clone(), info)).collect();
+        for ((place_connection, name), _) in watched_places(state) {
+            if place_connection != connection {
+                continue;
+            }
+            let entry = state.entries.entry((place_connection, name.clone())).or_default();
+            entry.stream = found.remove(&name).map(Arc::new);
+            entry.listed_at = Some(asked);
+            if entry.stream.is_none() {
+                entry.consumers.clear();
+            }
+        }
+    }
+
+    /// The consumer lists to read this round; the figures of every other place with
+    /// watched consumers are confirmed when nothing can have moved them.
+    fn due(&self, state: &mut State) -> Vec<(Place, jetstream::Context)> {
+        let lapse = self.intervals.metrics * super::DEMAND_FOR_INTERVALS;
+        state.demanded.retain(|_, at| at.elapsed() < lapse);
+        let mut places: HashMap<Place, (jetstream::Context, bool)> = HashMap::new();
+        for (key, watched) in &state.consumers {
+            let place = places
+                .entry((watched.connection.clone(), watched.stream.clone()))
+                .or_insert_with(|| (watched.jetstream.clone(), false));
+            place.1 |= state.demanded.contains_key(key);
+        }
+        let intervals = self.intervals;
+        let mut due = Vec::new();
+        for (place, (js, demanded)) in places {
+            let Some(entry) = state.entries.get_mut(&place) else { continue };
+            let (Some(listed_at), Some(info)) = (entry.listed_at, entry.stream.as_deref()) else { continue };
+            let signature = Signature::of(Some(info));
+            let moved = signature != entry.signature || in_flight(entry);
+            let every = if demanded { intervals.lag } else { intervals.metrics };
+            let is_due = |interval: Duration| {
+                entry.consumers_read_at.is_none_or(|at| at.elapsed() + intervals.lag / 2 >= interval)
+            };
+            let read = entry.consumers_read_at.is_none()
+                || entry.touched_at >= entry.consumers_read_at
+                || is_due(intervals.drift)
+                || (moved && is_due(every));
+            if read {
+                entry.signature = signature;
+                due.push((place, js));
+            } else if !moved {
+                entry.confirmed_at = Some(listed_at);
+            }
+        }
+        due
+    }
+
+    /// Sets the series of everything watched, and wakes what changed.
+    fn publish(&self, state: &mut State) {
+        // One stream, read once: its gauges once per namespace that watches it.
+        let places = state.consumers.values().map(|w| (&w.namespace, &w.connection, &w.stream));
+        let places = places.chain(state.streams.values().map(|w| (&w.namespace, &w.connection, &w.stream)));
+        let mut set = std::collections::HashSet::new();
+        for (namespace, connection, stream) in places {
+            let entry = state.entries.get(&(connection.clone(), stream.clone()));
+            if let Some(info) = entry.and_then(|e| e.stream.as_deref())
+                && set.insert((namespace, stream))
+            {
+                let labels = StreamLabels { namespace: namespace.clone(), stream: stream.clone() };
+                self.metrics.set_stream(&labels, info.state.messages, info.state.bytes);
+            }
+        }
+        let mut candidates: Vec<(Kind, String, Option<Fingerprint>)> = Vec::new();
+        let mut lag_moved = Vec::new();
+        for (key, watched) in &state.consumers {
+            let labels = consumer_labels(watched);
+            match observe(state, key) {
+                Some(super::Observation::Found { lag, .. }) => self.metrics.set_consumer(&labels, &lag),
+                Some(super::Observation::Missing { .. }) => self.metrics.remove_consumer(&labels),
+                _ => {}
+            }
+            let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
+            let Some(entry) = entry.filter(|e| e.consumers_read_at.is_some() || e.stream.is_none()) else { continue };
+            let info = entry.consumers.get(&watched.consumer);
+            let now = info.map(|info| ConsumerReport::from(&**info).fingerprint());
+            candidates.push((Kind::Consumer, key.clone(), now));
+            if let Some(info) = info
+                && state.demanded.contains_key(key)
+            {
+                let lag = ConsumerLag::from(&**info);
+                if state.announced.get(key) != Some(&(lag.pending, lag.ack_pending)) {
+                    lag_moved.push((key.clone(), (lag.pending, lag.ack_pending)));
+                }
+            }
+        }
+        for (key, watched) in &state.streams {
+            let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
+            let Some(entry) = entry.filter(|e| e.listed_at.is_some()) else { continue };
+            let now = entry.stream.as_deref().map(|info| StreamReport::from(info).fingerprint());
+            candidates.push((Kind::Stream, key.clone(), now));
+        }
+        for (kind, key, now) in candidates {
+            if news(state, kind, &key, now, self.intervals.metrics) {
+                state.woken.insert((kind, key.clone()), Instant::now());
+                send(state, kind, key);
+            }
+        }
+        for (key, lag) in lag_moved {
+            state.announced.insert(key.clone(), lag);
+            send(state, Kind::Lag, key);
+        }
+    }
+}
+
+/// Whether a watched consumer of the entry had messages pending or in flight.
+fn in_flight(entry: &Entry) -> bool {
+    entry.consumers.values().any(|info| info.num_pending > 0 || info.num_ack_pending > 0)
+}
+
+fn record_consumers(state: &mut State, (place, read, asked): ConsumerRead) {
+    let watched: std::collections::HashSet<&str> = state
+        .consumers
+        .values()
+        .filter(|w| w.connection == place.0 && w.stream == place.1)
+        .map(|w| w.consumer.as_str())
+        .collect();
+    let infos = match read {
+        Ok(infos) => infos,
+        Err(error) => {
+            tracing::debug!(stream = %place.1, %error, "reading the consumers failed");
+            return;
+        }
+    };
+    let consumers = infos
+        .into_iter()
+        .filter(|info| watched.contains(info.name.as_str()))
+        .map(|info| (info.name.clone(), Arc::new(info)))
+        .collect();
+    let Some(entry) = state.entries.get_mut(&place) else { return };
+    entry.consumers = consumers;
+    entry.consumers_read_at = Some(asked);
+    entry.confirmed_at = Some(asked);
+}
+
+fn send(state: &State, kind: Kind, key: String) {
+    if let Some(subscriber) = state.subscribers.get(&kind) {
+        let _ = subscriber.unbounded_send(key);
+    }
+}
+
+/// Whether the object `key` of `kind`, whose server side now stands at `now`, should
+/// be woken: its status was computed from something else, and a configuration change
+/// or a disappearance is news at once, moved figures once per `figures_every`.
+fn news(state: &State, kind: Kind, key: &str, now: Option<Fingerprint>, figures_every: Duration) -> bool {
+    let Some(reported) = state.reported.get(&(kind, key.to_owned())) else { return false };
+    let urgent = match (reported, now) {
+        (Some(reported), Some(now)) if reported == &now => return false,
+        (Some(reported), Some(now)) => reported.config != now.config,
+        (None, None) => return false,
+        _ => true,
+    };
+    urgent || state.woken.get(&(kind, key.to_owned())).is_none_or(|at| at.elapsed() >= figures_every)
+}
