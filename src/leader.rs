@@ -63,6 +63,7 @@ async fn keep_watch(
     identity: String,
     duration: Duration,
     renewed: watch::Sender<bool>,
+    mut leading: watch::Receiver<bool>,
 ) {
     let deadline = duration.mul_f64(RENEW_DEADLINE_SHARE);
     let period = (duration / 10).max(Duration::from_millis(200));
@@ -70,6 +71,14 @@ async fn keep_watch(
     let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
+        // A standby asks nothing: only a leader has a renewal to see.
+        if !*leading.borrow_and_update() {
+            renewed.send_if_modified(|was| std::mem::replace(was, false));
+            confirmed = None;
+            if leading.wait_for(|leader| *leader).await.is_err() {
+                return;
+            }
+        }
         let read = tokio::time::timeout(period, api.get_opt(&lease)).await;
         if let Ok(Ok(Some(found))) = read {
             let spec = found.spec.unwrap_or_default();
@@ -102,8 +111,8 @@ impl LeaderElection {
         let (state, task) = manager.watch().await;
         let (renewed_tx, renewed) = watch::channel(false);
         let api: kube::Api<Lease> = kube::Api::namespaced(client, &self.namespace);
-        let keeper =
-            tokio::spawn(keep_watch(api, self.lease.clone(), self.identity.clone(), self.duration, renewed_tx));
+        let (lease, identity) = (self.lease.clone(), self.identity.clone());
+        let keeper = tokio::spawn(keep_watch(api, lease, identity, self.duration, renewed_tx, state.clone()));
         Ok(Leadership { state, task, renewed, keeper })
     }
 

@@ -69,6 +69,9 @@ const KINDS: [&str; 4] =
 
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    // The election has a client of its own: its renewals never queue behind a burst
+    // of reconciles.
+    let election_client = kube::Client::try_from(config.kube.clone()).map_err(RunError::KubeClient)?;
     let kube = kube::Client::try_from(config.kube).map_err(RunError::KubeClient)?;
     let version = kube.apiserver_version().await.map_err(RunError::KubeUnreachable)?;
     tracing::info!(version = %version.git_version, "connected to Kubernetes");
@@ -86,7 +89,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let mut leadership = match &config.leader_election {
         Some(election) => {
             election.label_pod(&kube, false).await.map_err(RunError::LabelPod)?;
-            let mut leadership = election.join(kube.clone()).await.map_err(RunError::LeaderElection)?;
+            let mut leadership = election.join(election_client).await.map_err(RunError::LeaderElection)?;
             health.set_ready(true);
             tracing::info!(lease = %election.lease, identity = %election.identity, "waiting to lead");
             tokio::select! {

@@ -32,7 +32,8 @@ pub struct DecodeError {
 
 impl<'de, K: DeserializeOwned + Resource<DynamicType = ()>> Deserialize<'de> for Decoded<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        prune(&mut value);
         let metadata = match value.get("metadata") {
             Some(metadata) => ObjectMeta::deserialize(metadata).map_err(serde::de::Error::custom)?,
             None => ObjectMeta::default(),
@@ -46,6 +47,18 @@ impl<'de, K: DeserializeOwned + Resource<DynamicType = ()>> Deserialize<'de> for
                     .map_err(|err| DecodeError { path: err.path().to_string(), message: err.inner().to_string() })
             });
         Ok(Self { metadata, object, conditions })
+    }
+}
+
+/// What no controller reads goes before the object is kept: managed fields and the
+/// copy of the whole object `kubectl apply` leaves in an annotation are most of an
+/// object's size.
+fn prune(value: &mut serde_json::Value) {
+    if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        metadata.remove("managedFields");
+        if let Some(annotations) = metadata.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
     }
 }
 

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, DecodeError, Decoded, FIELD_MANAGER, FINALIZER, ReconcileError, RunnerError, key};
 use crate::status::Health;
 
+/// Reconciles of one kind at once: a burst of thousands of objects is worked through
+/// at a pace the apiserver and JetStream take, in bounded memory.
+const RECONCILES_IN_FLIGHT: u16 = 32;
+
 /// The store of a controller's objects, as the runner reflects them.
 pub type Store<K> = kube::runtime::reflector::Store<Decoded<K>>;
 /// A controller of `K`'s objects, as the runner builds it.
@@ -101,6 +105,7 @@ where
         }
     });
     controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILES_IN_FLIGHT))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             move |object: Arc<Decoded<K>>, ctx| async move {
