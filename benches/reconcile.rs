@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = operator.id().context("the operator's pid")?;
     let reconciles_before = reconciles(port).await?;
     let requests_before = common::jetstream_requests(&monitor).await?;
+    let (_, writes_at_start) = common::apiserver_requests(&client).await?;
 
     let started = Instant::now();
     let streams: Api<Stream> = Api::namespaced(client.clone(), &namespace);
@@ -104,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         .chain((0..pools_n).map(|i| {
             json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": format!("bench-{i}")},
                 "spec": {"consumerRef": {"name": format!("bench-{i}")}, "worker": {"image": "jetway/payment:bench"},
-                    "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 100, "cooldown": "30s"}}})
+                    "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "targetPendingPerReplica": 100, "cooldown": "10s"}}})
         }));
     stream::iter(objects)
         .map(|object| {
@@ -129,9 +130,21 @@ async fn main() -> anyhow::Result<()> {
     let all_ready = started.elapsed();
     let converging = common::jetstream_requests(&monitor).await? - requests_before;
     let reconciled = reconciles(port).await? - reconciles_before;
+    let by_kind = reconciles_by_kind(port).await?;
+    let (_, writes_at_ready) = common::apiserver_requests(&client).await?;
 
-    // Idle: nothing changes; count what the servers answer.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Idle: every pool gone to zero after its cooldown, nothing changes; count what
+    // the servers answer.
+    let settled = Instant::now();
+    loop {
+        let list = pools.list(&Default::default()).await?;
+        if list.items.iter().all(|pool| pool.spec.replicas == Some(0)) {
+            break;
+        }
+        anyhow::ensure!(settled.elapsed() < Duration::from_secs(120), "pools still not at zero after 2 min");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = Duration::from_secs(args.idle_seconds);
     let (js_before, (api_before, writes_before)) =
         (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
@@ -139,6 +152,12 @@ async fn main() -> anyhow::Result<()> {
     let (js_after, (api_after, writes_after)) =
         (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
     let per_second = |before: f64, after: f64| (after - before) / idle.as_secs_f64();
+    let idle_writes: Vec<(String, f64)> = writes_after
+        .iter()
+        .map(|(what, after)| (what.clone(), after - writes_before.get(what).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    let writes_per_second = idle_writes.iter().map(|(_, n)| n).sum::<f64>() / idle.as_secs_f64();
     let peak_rss_kib = peak_rss_kib(pid)?;
     operator.kill().await.ok();
 
@@ -173,10 +192,32 @@ async fn main() -> anyhow::Result<()> {
     println!("  apiserver requests at idle      {:>8.1} /s", per_second(api_before, api_after));
     println!(
         "  apiserver writes at idle        {:>8.1} /s   0   (leases excepted; over {} s)",
-        per_second(writes_before, writes_after),
+        writes_per_second,
         idle.as_secs()
     );
+    for (what, n) in &idle_writes {
+        println!("      {what:<40} {n:>6.0}");
+    }
     println!("  reconciles until Ready          {:>8.2} /object   <= 2", reconciled / (objects + pools_n) as f64);
+    println!("      {by_kind}");
+    println!("  apiserver writes until Ready, by the bench's applies and the operator:");
+    for (what, after) in &writes_at_ready {
+        let n = after - writes_at_start.get(what).copied().unwrap_or(0.0);
+        if n > 0.0 {
+            println!("      {what:<40} {n:>6.0}");
+        }
+    }
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        for line in client
+            .request_text(request)
+            .await?
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("streams"))
+        {
+            println!("{line}");
+        }
+    }
     let rss_target = if objects <= 2000 { "<= 36 MiB" } else { "<= 150 MiB" };
     println!("  operator peak RSS               {:>8.1} MiB   {rss_target}", peak_rss_kib as f64 / 1024.0);
     println!(
@@ -241,6 +282,17 @@ async fn reconciles(port: u16) -> anyhow::Result<f64> {
         .filter(|l| l.starts_with("jetway_reconciles_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
+}
+
+/// `jetway_reconciles_total` per kind, as one line.
+async fn reconciles_by_kind(port: u16) -> anyhow::Result<String> {
+    let text = common::metrics(port).await?;
+    let kinds: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("jetway_reconciles_total{"))
+        .map(|l| l.trim_start_matches("jetway_reconciles_total").to_owned())
+        .collect();
+    Ok(kinds.join("  "))
 }
 
 /// The high-water mark of the process's resident memory, from /proc.

@@ -61,9 +61,11 @@ impl From<&Info> for StreamReport {
 }
 
 impl StreamReport {
-    /// What the stream's status shows: its configuration, its state and its cluster.
+    /// What the stream's status shows that moves: its configuration and its state.
+    /// Not its cluster, which a standalone server's stream list leaves out; a new
+    /// leader shows at the object's next look.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of(&self.observed.config, &(&self.state, &self.cluster))
+        Fingerprint::of(&self.observed.config, &self.state)
     }
 }
 
@@ -77,16 +79,41 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Of two serializable parts.
+    /// Of a configuration, less the metadata the server adds to some answers and not
+    /// to others (`_nats.*`), and of figures.
     pub fn of(config: &impl serde::Serialize, figures: &impl serde::Serialize) -> Self {
-        Self { config: hash(config), figures: hash(figures) }
+        let mut config = serde_json::to_value(config).unwrap_or_default();
+        if let Some(metadata) = config.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            metadata.retain(|key, _| !key.starts_with(crate::plan::SERVER_METADATA_PREFIX));
+        }
+        Self { config: hash(&config), figures: hash(figures) }
     }
 }
 
+/// A hash of `value`'s JSON form with every object's keys in order: configurations
+/// hold hash maps (metadata), which serialize in a different order each time.
 fn hash(value: &impl serde::Serialize) -> u64 {
     use std::hash::{Hash, Hasher};
+    fn feed(value: &serde_json::Value, hasher: &mut impl Hasher) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                keys.len().hash(hasher);
+                for key in keys {
+                    key.hash(hasher);
+                    feed(&map[key], hasher);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items.len().hash(hasher);
+                items.iter().for_each(|item| feed(item, hasher));
+            }
+            other => other.to_string().hash(hasher),
+        }
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(value).unwrap_or_default().hash(&mut hasher);
+    feed(&serde_json::to_value(value).unwrap_or_default(), &mut hasher);
     hasher.finish()
 }
 
@@ -259,5 +286,27 @@ pub async fn delete_consumer(js: &Context, stream: &str, name: &str) -> Result<(
         }
         Ok(jetstream::response::Response::Err { error }) => Err(JetStreamError::refused(&error)),
         Err(err) => Err(JetStreamError::Unavailable(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_does_not_depend_on_the_order_of_a_hash_map() {
+        let config = |keys: &[&str]| Config {
+            name: "ORDERS".into(),
+            metadata: keys.iter().map(|k| (k.to_string(), "v".to_owned())).collect(),
+            ..Default::default()
+        };
+        let keys: Vec<String> = (0..32).map(|n| format!("key-{n}")).collect();
+        let forward: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let backward: Vec<&str> = forward.iter().rev().copied().collect();
+        let (a, b) = (config(&forward), config(&backward));
+        assert_eq!(Fingerprint::of(&a, &0), Fingerprint::of(&b, &0));
+        assert_ne!(Fingerprint::of(&a, &0), Fingerprint::of(&config(&forward[1..]), &0));
+        let with_server_metadata = config(&["key-0", "_nats.level"]);
+        assert_eq!(Fingerprint::of(&with_server_metadata, &0), Fingerprint::of(&config(&["key-0"]), &0));
     }
 }

@@ -150,17 +150,25 @@ pub async fn jetstream_requests(monitor_url: &str) -> anyhow::Result<u64> {
 }
 
 /// The requests kube-apiserver has served so far, from its own `/metrics`: all of
-/// them, and the writes (create, update, patch, delete) to anything but leases.
-pub async fn apiserver_requests(client: &Client) -> anyhow::Result<(f64, f64)> {
+/// them, and the writes (create, update, patch, apply, delete) to anything but leases, by
+/// resource.
+pub async fn apiserver_requests(client: &Client) -> anyhow::Result<(f64, std::collections::BTreeMap<String, f64>)> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
-    let (mut all, mut writes) = (0.0, 0.0);
+    let (mut all, mut writes) = (0.0, std::collections::BTreeMap::new());
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
         all += value;
-        let write = ["POST", "PUT", "PATCH", "DELETE"].iter().any(|verb| line.contains(&format!("verb=\"{verb}\"")));
-        if write && !line.contains("resource=\"leases\"") {
-            writes += value;
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\"")).map(|at| at + name.len() + 2)?;
+            line[start..].split('"').next().map(str::to_owned)
+        };
+        let verb = label("verb").unwrap_or_default();
+        let resource = label("resource").unwrap_or_default();
+        let subresource = label("subresource").unwrap_or_default();
+        if ["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb.as_str()) && resource != "leases" {
+            let what = if subresource.is_empty() { resource } else { format!("{resource}/{subresource}") };
+            *writes.entry(format!("{verb} {what}")).or_default() += value;
         }
     }
     Ok((all, writes))

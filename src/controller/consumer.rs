@@ -78,9 +78,10 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
             }
         },
     };
-    // Lag is watched for every consumer the object manages that exists.
-    match (&connection, &report, &consumer_name) {
-        (Some(pooled), Some(_), Some(name)) => ctx.inventory.watch(
+    // Lag is watched for every consumer the object manages, and for one waiting for
+    // its stream, which the inventory wakes when the stream appears.
+    match (&connection, &consumer_name) {
+        (Some(pooled), Some(name)) => ctx.inventory.watch(
             &key,
             Watched {
                 namespace: namespace.clone(),

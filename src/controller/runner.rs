@@ -13,7 +13,7 @@ use crate::status::Health;
 
 /// Reconciles of one kind at once: a burst of thousands of objects is worked through
 /// at a pace the apiserver and JetStream take, in bounded memory.
-const RECONCILES_IN_FLIGHT: u16 = 32;
+const RECONCILES_IN_FLIGHT: u16 = 128;
 
 /// The store of a controller's objects, as the runner reflects them.
 pub type Store<K> = kube::runtime::reflector::Store<Decoded<K>>;

@@ -92,7 +92,8 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
         stream_name,
         // What the server said last stays when it cannot be asked.
         state: report.as_ref().map(|r| r.state.clone()).or(previous.state.clone()),
-        cluster: report.as_ref().map_or(previous.cluster.clone(), |r| r.cluster.clone()),
+        // A standalone server's stream list carries no cluster: the last word stands.
+        cluster: report.as_ref().and_then(|r| r.cluster.clone()).or(previous.cluster.clone()),
     };
     ctx.write_status(stream, &previous, &status).await?;
     ctx.next(&key, outcome)

@@ -1,7 +1,8 @@
 //! What the servers hold, read in batches: the figures behind status, `/metrics` and
 //! autoscaling, and the snapshot a resync plans against.
 //!
-//! Stream and Consumer objects register what they manage (`watch_stream`, `watch`)
+//! Stream and Consumer objects register what they manage (`watch_stream`, `watch`;
+//! a consumer also while it waits for its stream, which wakes it when it appears)
 //! and drop it when they go (`forget_stream`, `forget`). Each lag interval (1 s) a
 //! round asks every connection for its stream list: one request per 256 streams, each
 //! answer with the stream's configuration and state. A stream's consumer list (one
@@ -10,9 +11,10 @@
 //!
 //! - never read yet, or written by a reconcile since it was read;
 //! - the stream's state moved (messages, sequences, consumer count), or one of its
-//!   consumers had messages pending or unacknowledged at the last read: every lag
-//!   interval when one of its consumers drives scaling (`demand`), else once per
-//!   metrics interval (15 s);
+//!   consumers had messages pending or unacknowledged at the last read: at once
+//!   when it was at rest until then, and while the moves go on every lag interval
+//!   when one of its consumers drives scaling (`demand`), else once per metrics
+//!   interval (15 s);
 //! - once per drift interval in any case, for changes made behind Jetway's back.
 //!
 //! Otherwise the last figures are confirmed by the list: a consumer with nothing
@@ -28,8 +30,9 @@
 //! The controllers plan resyncs against these snapshots ([`Inventory::stream_info`],
 //! [`Inventory::consumer_info`]) instead of asking again, and tell the inventory what
 //! their status shows ([`Inventory::reported`]); a round that finds something else
-//! wakes the object's controller (`subscribe`): at once for a configuration change or
-//! a disappearance, at most once per metrics interval for figures alone.
+//! wakes the object's controller (`subscribe`): at once for a configuration change, a
+//! disappearance or the first move after a rest, and for figures that go on moving at
+//! most once per metrics interval.
 
 mod round;
 
@@ -148,6 +151,8 @@ struct Entry {
     confirmed_at: Option<Instant>,
     /// The stream's state when its consumers were last read.
     signature: Signature,
+    /// Whether the last round found nothing moved since the consumers were read.
+    resting: bool,
     /// When a reconcile last wrote to the stream or one of its consumers: reads
     /// asked for before that are not planned against.
     touched_at: Option<Instant>,
@@ -186,6 +191,8 @@ struct State {
     reported: HashMap<(Kind, String), Option<Fingerprint>>,
     /// When each object was last woken.
     woken: HashMap<(Kind, String), Instant>,
+    /// The objects whose status showed the server's side at the last round.
+    resting: std::collections::HashSet<(Kind, String)>,
     /// The lag last announced for each demanded consumer.
     announced: HashMap<String, (u64, u64)>,
     subscribers: HashMap<Kind, mpsc::UnboundedSender<String>>,
@@ -324,8 +331,12 @@ impl Inventory {
     /// is not planned against, and the next round reads it again.
     pub fn touch(&self, connection: &str, stream: &str) {
         let mut state = self.state();
-        if let Some(entry) = state.entries.get_mut(&(connection.to_owned(), stream.to_owned())) {
-            entry.touched_at = Some(Instant::now());
+        let place = (connection.to_owned(), stream.to_owned());
+        let Some(entry) = state.entries.get_mut(&place) else { return };
+        entry.touched_at = Some(Instant::now());
+        if entry.stream.is_none() {
+            // Made just now, perhaps: what waits for it need not wait for a round.
+            wake_waiting(&state, &place);
         }
     }
 
@@ -347,9 +358,20 @@ impl Inventory {
     }
 }
 
+/// Wakes the consumers watched on `place`, which waited for its stream.
+fn wake_waiting(state: &State, place: &Place) {
+    let Some(subscriber) = state.subscribers.get(&Kind::Consumer) else { return };
+    for (key, watched) in &state.consumers {
+        if watched.connection == place.0 && watched.stream == place.1 {
+            let _ = subscriber.unbounded_send(key.clone());
+        }
+    }
+}
+
 fn forget_object(state: &mut State, kind: Kind, key: &str) {
     state.reported.remove(&(kind, key.to_owned()));
     state.woken.remove(&(kind, key.to_owned()));
+    state.resting.remove(&(kind, key.to_owned()));
 }
 
 /// Entries no watched object is on any more go.

@@ -76,11 +76,16 @@ impl Inventory {
             if place_connection != connection {
                 continue;
             }
-            let entry = state.entries.entry((place_connection, name.clone())).or_default();
+            let place = (place_connection, name.clone());
+            let entry = state.entries.entry(place.clone()).or_default();
+            let appeared = entry.listed_at.is_some() && entry.stream.is_none() && found.contains_key(&name);
             entry.stream = found.remove(&name).map(Arc::new);
             entry.listed_at = Some(asked);
             if entry.stream.is_none() {
                 entry.consumers.clear();
+            }
+            if appeared {
+                super::wake_waiting(state, &place);
             }
         }
     }
@@ -108,15 +113,18 @@ impl Inventory {
             let is_due = |interval: Duration| {
                 entry.consumers_read_at.is_none_or(|at| at.elapsed() + intervals.lag / 2 >= interval)
             };
+            // The first move after a rest is read at once; moves that go on, at the interval.
             let read = entry.consumers_read_at.is_none()
                 || entry.touched_at >= entry.consumers_read_at
                 || is_due(intervals.drift)
-                || (moved && is_due(every));
+                || (moved && (entry.resting || is_due(every)));
             if read {
                 entry.signature = signature;
+                entry.resting = false;
                 due.push((place, js));
             } else if !moved {
                 entry.confirmed_at = Some(listed_at);
+                entry.resting = true;
             }
         }
         due
@@ -216,15 +224,21 @@ fn send(state: &State, kind: Kind, key: String) {
 }
 
 /// Whether the object `key` of `kind`, whose server side now stands at `now`, should
-/// be woken: its status was computed from something else, and a configuration change
-/// or a disappearance is news at once, moved figures once per `figures_every`.
-fn news(state: &State, kind: Kind, key: &str, now: Option<Fingerprint>, figures_every: Duration) -> bool {
-    let Some(reported) = state.reported.get(&(kind, key.to_owned())) else { return false };
+/// be woken: its status was computed from something else, and a configuration change,
+/// a disappearance or the first move after a rest is news at once, figures that go on
+/// moving once per `figures_every`.
+fn news(state: &mut State, kind: Kind, key: &str, now: Option<Fingerprint>, figures_every: Duration) -> bool {
+    let id = (kind, key.to_owned());
+    let Some(reported) = state.reported.get(&id) else { return false };
     let urgent = match (reported, now) {
-        (Some(reported), Some(now)) if reported == &now => return false,
+        (Some(reported), Some(now)) if reported == &now => {
+            state.resting.insert(id);
+            return false;
+        }
         (Some(reported), Some(now)) => reported.config != now.config,
         (None, None) => return false,
         _ => true,
     };
-    urgent || state.woken.get(&(kind, key.to_owned())).is_none_or(|at| at.elapsed() >= figures_every)
+    let first_move = state.resting.remove(&id);
+    urgent || first_move || state.woken.get(&id).is_none_or(|at| at.elapsed() >= figures_every)
 }

@@ -1,0 +1,85 @@
+//! Objects at rest cost nothing between resyncs: no reconcile, and no JetStream
+//! request but the inventory's stream list. Counted by the operator's reconcile
+//! counter and by a nats-server of the test's own.
+
+mod support;
+
+use std::time::Duration;
+
+use jetway_testground::NatsServer;
+use support::{Operator, TestContext};
+
+/// `jetway_reconciles_total{kind}` on the operator's /metrics.
+async fn reconciles(operator: &Operator, kind: &str) -> f64 {
+    let series = format!(r#"jetway_reconciles_total{{kind="{kind}"}}"#);
+    support::metric(operator.http_addr, &series).await.unwrap_or(0.0)
+}
+
+async fn api_requests(nats: &NatsServer) -> u64 {
+    let addr = nats.monitor_url().trim_start_matches("http://").parse().unwrap();
+    let (_, body) = support::http_get(addr, "/jsz").await.unwrap();
+    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    jsz["api"]["total"].as_u64().expect("api.total")
+}
+
+#[tokio::test]
+async fn streams_and_consumers_at_rest_are_not_reconciled_and_cost_one_list_a_round() {
+    let ctx = TestContext::new("at-rest").await;
+    support::install_crds(&ctx.client).await;
+    let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
+    let url = nats.url();
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.nats.servers = vec![url];
+        config.controllers.resync = Duration::from_secs(600);
+        config.controllers.lag_interval = Duration::from_millis(500);
+    })
+    .await;
+    for n in 0..3 {
+        support::stream_with_consumer(&ctx, &format!("rest-{n}"), &format!("REST_{n}"), &format!("work-{n}")).await;
+    }
+    // Let the first rounds see everything and the news settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let before = (reconciles(&operator, "Stream").await, reconciles(&operator, "Consumer").await);
+    let requests = api_requests(&nats).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = (reconciles(&operator, "Stream").await, reconciles(&operator, "Consumer").await);
+    let requests = api_requests(&nats).await - requests;
+    assert_eq!(after, before, "no reconcile of objects at rest (Stream, Consumer)");
+    // About ten rounds of one stream list each; nothing else.
+    assert!((8..=12).contains(&requests), "{requests} JetStream API requests in 5 s at rest");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_streams_status_shows_messages_published_behind_its_back_within_a_round() {
+    let ctx = TestContext::new("fresh-status").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.controllers.resync = Duration::from_secs(600);
+        config.controllers.metrics_interval = Duration::from_secs(15);
+    })
+    .await;
+    let name = ctx.unique("FRESH");
+    support::stream_with_consumer(&ctx, "fresh", &name, "work").await;
+    // At rest first: read, and confirmed by a few rounds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..4 {
+        ctx.jetstream.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
+    }
+    let streams = ctx.api::<jetway::api::stream::Stream>();
+    support::wait_until("the stream's status to show 4 messages", Duration::from_secs(5), support::POLL, || async {
+        let status = streams.get("fresh").await?.status.unwrap_or_default();
+        Ok((status.state.is_some_and(|s| s.messages == 4)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let consumers = ctx.api::<jetway::api::consumer::Consumer>();
+    support::wait_until("the consumer's status to show 4 pending", Duration::from_secs(5), support::POLL, || async {
+        let status = consumers.get("work").await?.status.unwrap_or_default();
+        Ok((status.state.is_some_and(|s| s.pending == 4)).then_some(()))
+    })
+    .await
+    .unwrap();
+    operator.stop().await;
+}
