@@ -80,6 +80,17 @@ async fn a_pool_scales_its_deployment_from_zero_with_pending_messages_and_back_a
     assert!(status.last_scale_time.is_some());
     let hpas = ctx.api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>();
     assert!(hpas.get_opt("payment").await.unwrap().is_none(), "no HPA beside another adapter's");
+
+    // At rest, through several resyncs (2 s here), nothing is written: counted by
+    // the apiserver, where a write that changes nothing counts too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = || async {
+        let status = support::apiserver_writes(&ctx.client, "workerpools", "status").await;
+        status + support::apiserver_writes(&ctx.client, "deployments", "").await
+    };
+    let before = writes().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(writes().await, before, "a pool at rest writes nothing");
     operator.stop().await;
 }
 

@@ -232,8 +232,11 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
                 status.pending.unwrap_or(0)
             );
             ctx.event(&*pool, false, "Scaled", note).await;
-            ctx.scale_memory.scaled(&key, now(), reason);
-            status.last_scale_time = Some(now());
+            // In whole seconds, as the apiserver keeps it: the status read back
+            // then equals what is remembered, and is not written again.
+            let at = Time(k8s_openapi::jiff::Timestamp::from_second(now().0.as_second()).unwrap_or(now().0));
+            ctx.scale_memory.scaled(&key, at.clone(), reason);
+            status.last_scale_time = Some(at);
             status.last_scale_reason = Some(reason.to_owned());
             replicas
         }

@@ -378,3 +378,17 @@ pub async fn last_scale(ctx: &TestContext, name: &str, reason: &str) -> jetway::
     .await
     .expect("the scale")
 }
+
+/// The write requests (apply, patch, update, create, delete) kube-apiserver has
+/// served for `resource` (and `subresource`, empty for the object itself), from its
+/// own `/metrics`: a write that changes nothing still counts.
+pub async fn apiserver_writes(client: &Client, resource: &str, subresource: &str) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+    let text = client.request_text(request).await.expect("the apiserver's metrics");
+    let wanted = [format!("resource=\"{resource}\""), format!("subresource=\"{subresource}\"")];
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && wanted.iter().all(|w| l.contains(w.as_str())))
+        .filter(|l| ["APPLY", "PATCH", "PUT", "POST", "DELETE"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
