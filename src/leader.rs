@@ -69,6 +69,7 @@ async fn keep_watch(
     let period = (duration / 10).max(Duration::from_millis(200));
     let mut confirmed: Option<std::time::Instant> = None;
     let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         // A standby asks nothing: only a leader has a renewal to see.
@@ -79,7 +80,9 @@ async fn keep_watch(
                 return;
             }
         }
-        let read = tokio::time::timeout(period, api.get_opt(&lease)).await;
+        // A slow answer from a loaded apiserver still carries a renewal time: wait for
+        // it as long as the deadline, not one period.
+        let read = tokio::time::timeout(deadline, api.get_opt(&lease)).await;
         if let Ok(Ok(Some(found))) = read {
             let spec = found.spec.unwrap_or_default();
             let holder = spec.holder_identity.as_deref() == Some(identity.as_str());

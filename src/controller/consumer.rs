@@ -39,13 +39,7 @@ pub const KIND: &str = "Consumer";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let woken = super::woken(ctx.inventory.subscribe(Kind::Consumer));
-    let runner = super::Runner {
-        kind: KIND,
-        namespace,
-        shutdown,
-        configure: move |c: super::Controller<Consumer>, _| c.reconcile_on(woken),
-    };
+    let runner = super::Runner::woken_by(KIND, namespace, shutdown, &ctx, Kind::Consumer);
     super::run::<Consumer, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 

@@ -32,6 +32,29 @@ pub struct Runner<F> {
     pub configure: F,
 }
 
+impl Runner<()> {
+    /// A runner whose controller is woken by the inventory's `news` about its objects
+    /// too, besides changes to the objects themselves.
+    pub fn woken_by<K>(
+        kind: &'static str,
+        namespace: Option<String>,
+        shutdown: CancellationToken,
+        ctx: &Context,
+        news: crate::inventory::Kind,
+    ) -> Runner<impl FnOnce(Controller<K>, Store<K>) -> Controller<K> + use<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let woken = woken(ctx.inventory.subscribe(news));
+        Runner {
+            kind,
+            namespace,
+            shutdown,
+            configure: move |controller: Controller<K>, _| controller.reconcile_on(woken),
+        }
+    }
+}
+
 /// The objects named by `keys` (`<namespace>/<name>`), for `reconcile_on`.
 pub fn woken<K>(
     keys: impl futures::Stream<Item = String> + Send + 'static,

@@ -38,13 +38,7 @@ pub const KIND: &str = "Stream";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let woken = super::woken(ctx.inventory.subscribe(Kind::Stream));
-    let runner = super::Runner {
-        kind: KIND,
-        namespace,
-        shutdown,
-        configure: move |c: super::Controller<Stream>, _| c.reconcile_on(woken),
-    };
+    let runner = super::Runner::woken_by(KIND, namespace, shutdown, &ctx, Kind::Stream);
     super::run::<Stream, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
