@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         "lag benchmark: {consumers} consumers on {} streams, {} ms interval, {} s each",
         args.streams, args.interval_ms, args.seconds
     );
-    println!("  Jetway's poller (stream info + paged consumer list per stream)");
+    println!("  Jetway's inventory (stream list + paged consumer list per stream)");
     println!("    JetStream API requests        {batched_rate:>8.1} /s");
     println!(
         "    age of a figure               p50 {:>6.0} ms   p99 {:>6.0} ms   ({} samples)",
@@ -168,8 +168,9 @@ async fn main() -> anyhow::Result<()> {
     wide(&nats, &js, &args).await
 }
 
-/// One consumer per stream, a tenth of them demanded: requests/s of the tiered poller
-/// beside one that reads every stream each lag interval, and the age of a demanded
+/// One consumer per stream, a tenth of them demanded: requests/s of the inventory at
+/// idle and with messages flowing on the demanded streams, beside the poller it
+/// replaced (every stream read each lag interval), and the age of a demanded
 /// consumer's figure.
 async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow::Result<()> {
     let n = args.wide_streams;
@@ -190,15 +191,16 @@ async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow
         .collect::<anyhow::Result<Vec<_>>>()?;
     let interval = Duration::from_millis(args.interval_ms);
     let run_for = Duration::from_secs(args.seconds.max(30));
-    let tiered = jetway::inventory::Intervals {
+    let intervals = jetway::inventory::Intervals {
         lag: interval,
         metrics: Duration::from_secs(15),
         drift: Duration::from_secs(30),
     };
-    let flat = jetway::inventory::Intervals { lag: interval, metrics: interval, drift: Duration::from_secs(30) };
+    let demanded: Vec<String> = names.iter().take(args.wide_demanded).cloned().collect();
     let mut rates = Vec::new();
     let mut ages = Vec::new();
-    for intervals in [tiered, flat] {
+    // At idle, then with messages flowing on every stream that drives scaling.
+    for traffic in [false, true] {
         let poller = Arc::new(Inventory::new(Arc::new(Metrics::new()), intervals));
         for name in &names {
             let watched = Watched {
@@ -210,45 +212,87 @@ async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow
             };
             poller.watch(&format!("bench/{name}"), watched);
         }
-        for name in names.iter().take(args.wide_demanded) {
+        for name in &demanded {
             poller.demand(&format!("bench/{name}"));
         }
         let stop = CancellationToken::new();
+        let publisher = traffic.then(|| {
+            let (js, demanded, stop) = (js.clone(), demanded.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    for name in &demanded {
+                        let _ = js.publish(format!("{name}.order"), "o".into()).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        let task = tokio::spawn(poller.clone().run(stop.clone()));
+        // The first round reads everything; count from the second on.
+        tokio::time::sleep(interval * 2).await;
         let before = api_requests(nats).await?;
         let started = Instant::now();
-        let task = tokio::spawn(poller.clone().run(stop.clone()));
-        tokio::time::sleep(interval * 2).await;
         while started.elapsed() < run_for {
-            let name = &names[rand::rng().random_range(0..args.wide_demanded.max(1))];
+            let name = &demanded[rand::rng().random_range(0..demanded.len().max(1))];
             if let Some(Observation::Found { at, .. }) = poller.observation(&format!("bench/{name}")) {
                 ages.push(at.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..20))).await;
         }
+        let published = api_requests(nats).await? - before;
         stop.cancel();
         task.await?;
-        rates.push((api_requests(nats).await? - before) as f64 / started.elapsed().as_secs_f64());
+        if let Some(publisher) = publisher {
+            publisher.await?;
+        }
+        rates.push(published as f64 / started.elapsed().as_secs_f64());
     }
     ages.sort();
+
+    // The reference: every stream's info and consumer list each lag interval, 64 at once
+    // (Jetway's poller before the inventory).
+    let before = api_requests(nats).await?;
+    let started = Instant::now();
+    while started.elapsed() < run_for {
+        let round = Instant::now();
+        futures::stream::iter(&names)
+            .map(|name| async move {
+                if let Ok(stream) = js.get_stream(name).await {
+                    let _: Vec<_> = stream.consumers().collect().await;
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        tokio::time::sleep(interval.saturating_sub(round.elapsed())).await;
+    }
+    let reference = (api_requests(nats).await? - before) as f64 / started.elapsed().as_secs_f64();
     for name in &names {
         let _ = js.delete_stream(name).await;
     }
     println!();
     println!(
-        "lag benchmark, one consumer per stream: {n} streams, {} driving scaling, {} ms lag interval, {} s",
+        "lag benchmark, one consumer per stream: {n} streams, {} driving scaling, {} ms lag interval, {} s each",
         args.wide_demanded,
         args.interval_ms,
         run_for.as_secs()
     );
-    println!("  Jetway: scaling consumers every lag interval, the rest every 15 s");
-    println!("    JetStream API requests        {:>8.1} /s", rates[0]);
+    println!("  Jetway's inventory (stream list each round, consumer lists where figures moved)");
+    println!("    JetStream API requests at idle                 {:>8.1} /s", rates[0]);
+    println!(
+        "    with 10 messages/s on each scaling stream       {:>8.1} /s   (publishes are not API requests)",
+        rates[1]
+    );
     println!(
         "    age of a scaling consumer's figure  p50 {:>5.0} ms   p99 {:>5.0} ms   ({} samples, both runs)",
         percentile(&ages, 0.5).as_secs_f64() * 1000.0,
         percentile(&ages, 0.99).as_secs_f64() * 1000.0,
         ages.len()
     );
-    println!("  reference: every stream read each lag interval (Jetway before)");
-    println!("    JetStream API requests        {:>8.1} /s   ({:.0}x)", rates[1], rates[1] / rates[0]);
+    println!("  reference: every stream's info and consumer list each lag interval (Jetway before)");
+    println!(
+        "    JetStream API requests                          {reference:>8.1} /s   ({:.0}x idle)",
+        reference / rates[0]
+    );
     Ok(())
 }
