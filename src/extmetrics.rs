@@ -1,7 +1,7 @@
 //! The external metrics API (`external.metrics.k8s.io/v1beta1`) that an HPA reads
 //! through the aggregation layer: `nats_consumer_pending_messages` per consumer,
 //! selected by the labels `consumer` and `stream` (JetStream names) within the
-//! object's namespace, from the lag poller's last reading.
+//! object's namespace, from the inventory's last reading.
 //!
 //! A consumer that is missing, or not read yet, gives no item: the HPA then holds its
 //! replicas instead of reading a 0 (or scaling to max). Served over TLS, with a

@@ -1,7 +1,7 @@
 //! Leader election on a `coordination.k8s.io` Lease, with kube-lease-manager (server-side
 //! apply on the Lease, so two replicas can never both take it).
 //!
-//! Only the leader writes: the controllers, the lag poller and the external metrics
+//! Only the leader writes: the controllers, the inventory and the external metrics
 //! API run on it alone. A standby stays connected and ready, and takes over once the
 //! leader's lease lapses (at most the lease duration after the leader died) or at once
 //! when the leader lets go on a clean stop. A leader that loses the lease stops, so a

@@ -1,6 +1,6 @@
 //! The WorkerPool controller. Each reconcile runs:
 //!
-//! 1. dereference: the Consumer object the pool names, and its lag from the poller;
+//! 1. dereference: the Consumer object the pool names, and its lag from the inventory;
 //! 2. decide (pure): the replicas, [`scale::decide`] when Jetway scales alone,
 //!    [`scale::beside_hpa`] (only 0 <-> 1) when an HPA does, else the spec's;
 //! 3. execute: a new decision goes through the pool's `/scale` subresource; the
