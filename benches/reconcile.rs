@@ -284,13 +284,14 @@ async fn reconciles(port: u16) -> anyhow::Result<f64> {
         .sum())
 }
 
-/// `jetway_reconciles_total` per kind, as one line.
+/// `jetway_reconciles_total` per kind and `jetway_reconcile_errors_total` per kind and
+/// reason, as one line.
 async fn reconciles_by_kind(port: u16) -> anyhow::Result<String> {
     let text = common::metrics(port).await?;
     let kinds: Vec<String> = text
         .lines()
-        .filter(|l| l.starts_with("jetway_reconciles_total{"))
-        .map(|l| l.trim_start_matches("jetway_reconciles_total").to_owned())
+        .filter(|l| l.starts_with("jetway_reconciles_total{") || l.starts_with("jetway_reconcile_errors_total{"))
+        .map(|l| l.trim_start_matches("jetway_reconcile").to_owned())
         .collect();
     Ok(kinds.join("  "))
 }

@@ -130,6 +130,8 @@ async fn an_idle_round_is_one_stream_list_and_moves_are_read_at_once_then_at_the
     poller.forget("shop/s3");
     rounds(1, "a forgotten consumer is demanded no more").await;
     js.delete_stream("S5").await.unwrap();
+    rounds(1, "a stream left out of one list is not gone yet: pages shift").await;
+    assert!(matches!(poller.observation("shop/s5"), Some(Observation::Found { .. })));
     rounds(1, "a stream gone from the list needs no consumer list").await;
     assert!(matches!(poller.observation("shop/s5"), Some(Observation::Missing { .. })));
 }

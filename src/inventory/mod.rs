@@ -143,6 +143,8 @@ struct Entry {
     stream: Option<Arc<stream::Info>>,
     /// When the last list that answered was asked for.
     listed_at: Option<Instant>,
+    /// Whether the last list left out a stream the one before had.
+    left_out: bool,
     /// The watched consumers found by the last consumer list.
     consumers: HashMap<String, Arc<consumer::Info>>,
     /// When the last consumer list that answered was asked for.

@@ -79,7 +79,16 @@ impl Inventory {
             let place = (place_connection, name.clone());
             let entry = state.entries.entry(place.clone()).or_default();
             let appeared = entry.listed_at.is_some() && entry.stream.is_none() && found.contains_key(&name);
-            entry.stream = found.remove(&name).map(Arc::new);
+            let listed = found.remove(&name).map(Arc::new);
+            // The list is paged by offset: a stream made or deleted meanwhile shifts the
+            // pages, and another may fall between two. So a stream is gone only when two
+            // lists in a row leave it out; until then its last word stands, ageing.
+            if listed.is_none() && entry.stream.is_some() && !entry.left_out {
+                entry.left_out = true;
+                continue;
+            }
+            entry.left_out = false;
+            entry.stream = listed;
             entry.listed_at = Some(asked);
             if entry.stream.is_none() {
                 entry.consumers.clear();
