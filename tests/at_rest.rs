@@ -15,13 +15,6 @@ async fn reconciles(operator: &Operator, kind: &str) -> f64 {
     support::metric(operator.http_addr, &series).await.unwrap_or(0.0)
 }
 
-async fn api_requests(nats: &NatsServer) -> u64 {
-    let addr = nats.monitor_url().trim_start_matches("http://").parse().unwrap();
-    let (_, body) = support::http_get(addr, "/jsz").await.unwrap();
-    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
-    jsz["api"]["total"].as_u64().expect("api.total")
-}
-
 #[tokio::test]
 async fn streams_and_consumers_at_rest_are_not_reconciled_and_cost_one_list_a_round() {
     let ctx = TestContext::new("at-rest").await;
@@ -41,10 +34,10 @@ async fn streams_and_consumers_at_rest_are_not_reconciled_and_cost_one_list_a_ro
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let before = (reconciles(&operator, "Stream").await, reconciles(&operator, "Consumer").await);
-    let requests = api_requests(&nats).await;
+    let requests = support::jetstream_requests(&nats).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = (reconciles(&operator, "Stream").await, reconciles(&operator, "Consumer").await);
-    let requests = api_requests(&nats).await - requests;
+    let requests = support::jetstream_requests(&nats).await - requests;
     assert_eq!(after, before, "no reconcile of objects at rest (Stream, Consumer)");
     // About ten rounds of one stream list each; nothing else.
     assert!((8..=12).contains(&requests), "{requests} JetStream API requests in 5 s at rest");

@@ -15,14 +15,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
 
-/// The JetStream API requests the server has answered so far (its `/jsz`).
-async fn api_requests(nats: &NatsServer) -> u64 {
-    let addr = nats.monitor_url().trim_start_matches("http://").parse().unwrap();
-    let (_, body) = support::http_get(addr, "/jsz").await.unwrap();
-    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
-    jsz["api"]["total"].as_u64().expect("api.total")
-}
-
 const INTERVALS: Intervals =
     Intervals { lag: Duration::from_secs(1), metrics: Duration::from_secs(15), drift: Duration::from_secs(30) };
 
@@ -56,9 +48,9 @@ async fn six_hundred_consumers_are_read_in_one_stream_list_and_three_consumer_li
     }
     poller.watch("shop/gone", Watched { consumer: "gone".into(), ..watch(0) });
 
-    let before = api_requests(&nats).await;
+    let before = support::jetstream_requests(&nats).await;
     poller.poll().await;
-    let requests = api_requests(&nats).await - before;
+    let requests = support::jetstream_requests(&nats).await - before;
     assert_eq!(requests, 4, "one stream list page and three consumer list pages of 256 for 600 consumers");
 
     for n in [0, 299, 599] {
@@ -104,9 +96,9 @@ async fn an_idle_round_is_one_stream_list_and_moves_are_read_at_once_then_at_the
         let (nats, poller) = (&nats, &poller);
         async move {
             tokio::time::sleep(intervals.lag).await;
-            let before = api_requests(nats).await;
+            let before = support::jetstream_requests(nats).await;
             poller.poll().await;
-            assert_eq!(api_requests(nats).await - before, expected, "{why}");
+            assert_eq!(support::jetstream_requests(nats).await - before, expected, "{why}");
         }
     };
     rounds(21, "the first round reads the stream list and every consumer list").await;

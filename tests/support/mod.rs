@@ -392,3 +392,11 @@ pub async fn apiserver_writes(client: &Client, resource: &str, subresource: &str
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The JetStream API requests `nats` has answered so far (its `/jsz`).
+pub async fn jetstream_requests(nats: &jetway_testground::NatsServer) -> u64 {
+    let addr = nats.monitor_url().trim_start_matches("http://").parse().expect("host:port");
+    let (_, body) = http_get(addr, "/jsz").await.expect("/jsz");
+    let jsz: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    jsz["api"]["total"].as_u64().expect("api.total")
+}
