@@ -76,3 +76,24 @@ async fn a_streams_status_shows_messages_published_behind_its_back_within_a_roun
     .unwrap();
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_stream_and_its_consumer_take_at_most_two_reconciles_each() {
+    let ctx = TestContext::new("few-reconciles").await;
+    support::install_crds(&ctx.client).await;
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.controllers.resync = Duration::from_secs(600);
+        config.controllers.lag_interval = Duration::from_millis(500);
+    })
+    .await;
+    for n in 0..3 {
+        let stream = ctx.unique(&format!("FEW_{n}"));
+        support::stream_with_consumer(&ctx, &format!("few-{n}"), &stream, &format!("work-{n}")).await;
+    }
+    // The consumers are Ready; let the rounds that follow report what they find.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (streams, consumers) = (reconciles(&operator, "Stream").await, reconciles(&operator, "Consumer").await);
+    assert!(streams <= 6.0, "{streams} Stream reconciles for 3 new Streams");
+    assert!(consumers <= 6.0, "{consumers} Consumer reconciles for 3 new Consumers");
+    operator.stop().await;
+}

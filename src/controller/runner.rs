@@ -98,18 +98,16 @@ where
         None => kube::Api::all(ctx.client.clone()),
     };
     // Only changes a controller reads start a reconcile: the spec (generation, which
-    // deletion also bumps), annotations (pause, consent), labels and finalizers. The
-    // operator's own status writes, a quarter of all reconciles before, start none.
+    // deletion also bumps), annotations (pause, consent) and labels. The operator's own
+    // status writes and its finalizer (added in the reconcile that applies the spec)
+    // start none; a finalizer removed by hand is put back at the next resync.
     let (store, writer) = kube::runtime::reflector::store();
     let changes = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::labels)
-                .combine(predicates::finalizers),
+            predicates::generation.combine(predicates::annotations).combine(predicates::labels),
             Default::default(),
         );
     let controller = configure(kube::runtime::Controller::for_stream(changes, store.clone()), store.clone());
@@ -220,6 +218,13 @@ where
     use kube::runtime::finalizer::{Error, Event, finalizer};
     let started = std::time::Instant::now();
     let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let object = match add_finalizer(&api, object).await {
+        Ok(object) => object,
+        Err(error) => {
+            ctx.metrics.reconciled(kind, started.elapsed().as_secs_f64(), Some("FinalizerFailed"));
+            return Err(RunnerError(Error::AddFinalizer(error)));
+        }
+    };
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             Event::Apply(object) => apply(object, ctx.clone()).await,
@@ -234,4 +239,26 @@ where
     };
     ctx.metrics.reconciled(kind, started.elapsed().as_secs_f64(), reason);
     result.map_err(RunnerError)
+}
+
+/// The object with the finalizer in place: added here, in the same reconcile that
+/// then applies the spec, rather than in one of its own that the finalizer's change
+/// would start the next. The patch holds the resourceVersion read, so a concurrent
+/// change to the finalizers fails it (and the reconcile is retried) instead of being
+/// overwritten.
+async fn add_finalizer<K>(api: &kube::Api<K>, object: Arc<K>) -> Result<Arc<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let meta = object.meta();
+    if meta.deletion_timestamp.is_some() || object.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(object);
+    }
+    let mut finalizers = object.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version},
+    });
+    let patched = api.patch(&object.name_any(), &Default::default(), &kube::api::Patch::Merge(patch)).await?;
+    Ok(Arc::new(patched))
 }

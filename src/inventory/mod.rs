@@ -334,9 +334,12 @@ impl Inventory {
     pub fn touch(&self, connection: &str, stream: &str) {
         let mut state = self.state();
         let place = (connection.to_owned(), stream.to_owned());
-        let Some(entry) = state.entries.get_mut(&place) else { return };
-        entry.touched_at = Some(Instant::now());
-        if entry.stream.is_none() {
+        let entry = state.entries.get_mut(&place);
+        let listed = entry.as_ref().is_some_and(|entry| entry.stream.is_some());
+        if let Some(entry) = entry {
+            entry.touched_at = Some(Instant::now());
+        }
+        if !listed {
             // Made just now, perhaps: what waits for it need not wait for a round.
             wake_waiting(&state, &place);
         }
@@ -360,11 +363,13 @@ impl Inventory {
     }
 }
 
-/// Wakes the consumers watched on `place`, which waited for its stream.
+/// Wakes the consumers watched on `place` whose last reconcile found nothing there:
+/// they wait for its stream.
 fn wake_waiting(state: &State, place: &Place) {
     let Some(subscriber) = state.subscribers.get(&Kind::Consumer) else { return };
     for (key, watched) in &state.consumers {
-        if watched.connection == place.0 && watched.stream == place.1 {
+        let found_nothing = state.reported.get(&(Kind::Consumer, key.clone())).is_some_and(Option::is_none);
+        if watched.connection == place.0 && watched.stream == place.1 && found_nothing {
             let _ = subscriber.unbounded_send(key.clone());
         }
     }

@@ -78,7 +78,7 @@ impl Inventory {
             }
             let place = (place_connection, name.clone());
             let entry = state.entries.entry(place.clone()).or_default();
-            let appeared = entry.listed_at.is_some() && entry.stream.is_none() && found.contains_key(&name);
+            let appeared = entry.stream.is_none() && found.contains_key(&name);
             let listed = found.remove(&name).map(Arc::new);
             // The list is paged by offset: a stream made or deleted meanwhile shifts the
             // pages, and another may fall between two. So a stream is gone only when two
