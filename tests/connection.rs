@@ -25,10 +25,20 @@ struct Fixture {
 
 impl Fixture {
     async fn new(test: &str) -> Self {
+        Self::with(test, |_| {}).await
+    }
+
+    async fn with(test: &str, configure: impl FnOnce(&mut jetway::run::Config)) -> Self {
         let ctx = TestContext::new(test).await;
         support::install_crds(&ctx.client).await;
-        let operator = Operator::start(&ctx.namespace, |_| {}).await;
+        let operator = Operator::start(&ctx.namespace, configure).await;
         Self { connections: ctx.api(), streams: ctx.api(), ctx, operator }
+    }
+
+    /// The Stream `name`'s Ready reason once Ready has `status`.
+    async fn stream_reason(&self, name: &str, status: &str) -> String {
+        let object = wait_condition(&self.streams, name, "Ready", status).await;
+        condition(&object, "Ready").expect("Ready").reason.clone()
     }
 
     async fn secret(&self, name: &str, data: &[(&str, &str)]) {
@@ -295,5 +305,39 @@ async fn mutual_tls_with_the_handshake_first_uses_a_client_certificate_from_a_se
     let name = fx.ctx.unique("MTLS");
     fx.stream("over-mtls", &name, "mtls").await;
     wait_condition(&fx.streams, "over-mtls", "Ready", "True").await;
+    fx.operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_connection_and_a_rotated_secret_reach_their_stream_without_a_resync_or_a_secret_read() {
+    let fx = Fixture::with("conn-watched", |config| config.controllers.resync = std::time::Duration::from_secs(600)).await;
+    let users = "authorization { users: [ {user: app, password: first-pw}, {user: next, password: second-pw} ] }";
+    let server = NatsServer::start(&support::tools(), users).await.expect("a nats-server with users");
+    let client = &fx.ctx.client;
+    // The tests in this file read no Secret; the apiserver counts every reader's GETs.
+    let reads = || support::apiserver_requests(client, "secrets", "", &["GET"]);
+    let reads_before = reads().await;
+
+    // A Stream that names a connection not made yet waits, saying so; the connection's
+    // arrival wakes it (the resync is ten minutes away).
+    let name = fx.ctx.unique("WATCHED");
+    fx.stream("watched", &name, "later").await;
+    assert_eq!(fx.stream_reason("watched", "False").await, "NatsConnectionNotFound");
+    fx.secret("app", &[("user", "app"), ("password", "first-pw")]).await;
+    fx.connection("later", json!({"servers": [server.url()], "auth": {"userPassword": {"secretName": "app"}}})).await;
+    assert_eq!(fx.stream_reason("watched", "True").await, "InSync");
+    assert!(exists_on(&server, "app", "first-pw", &name).await, "created through the late connection");
+
+    // A password the server refuses: the connection and the Stream both say so.
+    fx.secret("app", &[("user", "app"), ("password", "wrong-pw")]).await;
+    assert_eq!(fx.ready_reason("later", "False").await.0, "AuthorizationViolation");
+    assert_eq!(fx.stream_reason("watched", "False").await, "NatsUnavailable");
+    // Rotated to another user: both are Ready again, on a client with the new credentials.
+    fx.secret("app", &[("user", "next"), ("password", "second-pw")]).await;
+    wait_condition(&fx.connections, "later", "Ready", "True").await;
+    assert_eq!(fx.stream_reason("watched", "True").await, "InSync");
+
+    // Dereferenced from watches: no reconcile read a Secret.
+    assert_eq!(reads().await - reads_before, 0.0, "GETs of Secrets, by the apiserver's count");
     fx.operator.stop().await;
 }

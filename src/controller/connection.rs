@@ -1,33 +1,58 @@
 //! The NatsConnection controller. Each reconcile runs:
 //!
-//! 1. dereference: the Secrets it names ([`resolve`]);
+//! 1. dereference: the Secrets it names, as watched ([`References::resolve_own`]);
 //! 2. observe: the pooled client's state, and the JetStream account;
 //! 3. status: connected or not, with a reason; the server version; account usage.
 //!
 //! When the client is not connected, one direct attempt tells why (authorization,
-//! TLS, unreachable), from async-nats's error kind. Deleting a NatsConnection waits
-//! until no Stream or Consumer in its namespace refers to it.
+//! TLS, unreachable), from async-nats's error kind. A change to a Secret it names
+//! wakes it; settings that then differ from what its users were given wake them.
+//! Deleting a NatsConnection waits until no Stream or Consumer in its namespace
+//! refers to it (as the controllers' stores hold them).
+//!
+//! [`References::resolve_own`]: super::references::References::resolve_own
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Decoded, ReconcileError, key};
+use super::references::secrets_named;
+use super::{Context, ReconcileError, key};
 use crate::api::connection::{AccountUsage, NatsConnection, NatsConnectionStatus};
-use crate::api::consumer::Consumer;
-use crate::api::stream::Stream;
-use crate::connection::{TlsProblem, probe, resolve};
+use crate::connection::{TlsProblem, probe};
 use crate::status::{Health, conditions};
 
 pub const KIND: &str = "NatsConnection";
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let runner = super::Runner { kind: KIND, namespace, shutdown, configure: |c, _| c };
+    // A NatsConnection is looked at again when a Secret it names changes.
+    let changed = ctx.references.secrets.subscribe();
+    let references = ctx.clone();
+    let configure = move |controller: super::Controller<NatsConnection>, store: super::Store<NatsConnection>| {
+        use futures::StreamExt;
+        let _ = references.references.connections.set(store.clone());
+        let naming = changed
+            .map(move |secret| {
+                let naming: Vec<_> = store
+                    .state()
+                    .into_iter()
+                    .filter(|connection| {
+                        let namespace = connection.namespace().unwrap_or_default();
+                        connection.object.as_ref().is_ok_and(|c| secrets_named(&namespace, &c.spec).contains(&secret))
+                    })
+                    .map(|connection| kube::runtime::reflector::ObjectRef::from_obj(&*connection))
+                    .collect();
+                futures::stream::iter(naming)
+            })
+            .flatten();
+        controller.reconcile_on(naming)
+    };
+    let runner = super::Runner { kind: KIND, namespace, shutdown, configure };
     super::run::<NatsConnection, _, _, _, _, _>(ctx, runner, apply, cleanup).await;
 }
 
@@ -40,7 +65,7 @@ async fn apply(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Act
     let namespace = connection.namespace().unwrap_or_default();
     let mut server_version = None;
     let mut account = None;
-    let health = match resolve(&ctx.client, &namespace, &connection.spec).await {
+    let health = match ctx.references.resolve_own(&connection, &pool_user(&connection)).await {
         Err(err) => Health::Stalled { reason: err.reason(), message: err.to_string() },
         Ok(settings) => match ctx.connections.get(&pool_user(&connection), settings.clone()).await {
             Err(err) => Health::Stalled { reason: "InvalidConnectionSettings", message: err.to_string() },
@@ -137,28 +162,15 @@ fn explain_tls(problem: &TlsProblem, connection: &NatsConnection, namespace: &st
 
 async fn cleanup(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = connection.namespace().unwrap_or_default();
-    let name = connection.name_any();
-    // Read one by one: an object that does not decode may still name this connection.
-    let streams: Api<Decoded<Stream>> = Api::namespaced(ctx.client.clone(), &namespace);
-    let consumers: Api<Decoded<Consumer>> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut users: Vec<String> = Vec::new();
-    for stream in streams.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
-        let reference = stream.object.as_ref().map(|s| s.spec.connection_ref.as_ref());
-        if reference.map_or(true, |r| r.is_some_and(|r| r.name == name)) {
-            users.push(format!("Stream {}", stream.name_any()));
-        }
-    }
-    for consumer in consumers.list(&Default::default()).await.map_err(ReconcileError::Kube)? {
-        let reference = consumer.object.as_ref().map(|c| c.spec.connection_ref.as_ref());
-        if reference.map_or(true, |r| r.is_some_and(|r| r.name == name)) {
-            users.push(format!("Consumer {}", consumer.name_any()));
-        }
-    }
+    ctx.synced.wait(&[super::stream::KIND, super::consumer::KIND]).await;
+    let users = ctx.references.users(&namespace, &connection.name_any());
     if !users.is_empty() {
         let error = ReconcileError::InUse(users.join(", "));
         ctx.event(&*connection, true, error.reason(), error.to_string()).await;
         return Err(error);
     }
-    ctx.connections.release(&pool_user(&connection)).await;
+    let user = pool_user(&connection);
+    ctx.references.forget(&connection, &user);
+    ctx.connections.release(&user).await;
     Ok(Action::await_change())
 }

@@ -76,13 +76,12 @@ impl ReconcileError {
 
     pub fn retry(&self) -> Retry {
         match self {
-            Self::NatsUnavailable(_) | Self::Kube(_) | Self::Connection(ResolveError::Kube(_)) | Self::NotLeader => {
-                Retry::Backoff
-            }
-            Self::StreamNotFound(_)
-            | Self::InUse(_)
-            | Self::Conflict(_)
-            | Self::Connection(ResolveError::NotFound(_)) => Retry::Soon,
+            Self::NatsUnavailable(_)
+            | Self::Kube(_)
+            | Self::Connection(ResolveError::SecretUnreadable { .. })
+            | Self::NotLeader => Retry::Backoff,
+            // A NatsConnection that appears, or a Secret that changes, wakes its users.
+            Self::StreamNotFound(_) | Self::InUse(_) | Self::Conflict(_) => Retry::Soon,
             _ => Retry::OnChange,
         }
     }

@@ -8,6 +8,7 @@ pub mod consumer;
 mod converge;
 mod decoded;
 mod error;
+pub mod references;
 mod runner;
 pub mod stream;
 pub mod workerpool;
@@ -29,7 +30,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::stream::LocalRef;
-use crate::connection::{Pool, Pooled, resolve_named};
+use crate::connection::{Pool, Pooled};
 use crate::deadletter::DeadLetters;
 
 use crate::inventory::Inventory;
@@ -111,6 +112,8 @@ pub struct Context {
     pub owned: workerpool::OwnedStores,
     /// The kinds whose controllers have listed everything they watch.
     pub synced: CacheSync,
+    /// NatsConnections and their Secrets, as watched, and who uses which.
+    pub references: references::References,
     /// What the server made of the stream and consumer configurations sent to it.
     pub stream_answers: answers::Answers<async_nats::jetstream::stream::Config>,
     pub consumer_answers: answers::Answers<async_nats::jetstream::consumer::Config>,
@@ -132,6 +135,7 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
+        let references = references::References::new(client.clone());
         let dead_letters = DeadLetters::new(shutdown);
         let intervals = crate::inventory::Intervals {
             lag: settings.lag_interval,
@@ -149,6 +153,7 @@ impl Context {
             scale_memory: Default::default(),
             owned: Default::default(),
             synced: CacheSync::default(),
+            references,
             stream_answers: Default::default(),
             consumer_answers: Default::default(),
             writes: Default::default(),
@@ -170,8 +175,9 @@ impl Context {
             self.connections.release(user).await;
             return Ok(self.connections.default_connection());
         };
+        self.synced.wait(&[connection::KIND]).await;
         let settings =
-            resolve_named(&self.client, namespace, &reference.name).await.map_err(ReconcileError::Connection)?;
+            self.references.settings(namespace, &reference.name).await.map_err(ReconcileError::Connection)?;
         self.connections.get(user, settings).await.map_err(|e| ReconcileError::Connection(e.into()))
     }
 

@@ -39,19 +39,36 @@ impl Runner<()> {
         kind: &'static str,
         namespace: Option<String>,
         shutdown: CancellationToken,
-        ctx: &Context,
+        ctx: &Arc<Context>,
         news: crate::inventory::Kind,
     ) -> Runner<impl FnOnce(Controller<K>, Store<K>) -> Controller<K> + use<K>>
     where
-        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K: super::references::UsesConnection
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
     {
+        use futures::StreamExt;
         let woken = woken(ctx.inventory.subscribe(news));
-        Runner {
-            kind,
-            namespace,
-            shutdown,
-            configure: move |controller: Controller<K>, _| controller.reconcile_on(woken),
-        }
+        let changed = ctx.references.subscribe();
+        let ctx = ctx.clone();
+        let configure = move |controller: Controller<K>, store: Store<K>| {
+            ctx.references.keep(store.clone());
+            // The users of a NatsConnection whose settings changed.
+            let users = changed
+                .map(move |(namespace, name)| {
+                    let users: Vec<_> = super::references::referring(&store, &namespace, &name)
+                        .map(|object| kube::runtime::reflector::ObjectRef::from_obj(&*object))
+                        .collect();
+                    futures::stream::iter(users)
+                })
+                .flatten();
+            controller.reconcile_on(woken).reconcile_on(users)
+        };
+        Runner { kind, namespace, shutdown, configure }
     }
 }
 

@@ -383,12 +383,29 @@ pub async fn last_scale(ctx: &TestContext, name: &str, reason: &str) -> jetway::
 /// served for `resource` (and `subresource`, empty for the object itself), from its
 /// own `/metrics`: a write that changes nothing still counts.
 pub async fn apiserver_writes(client: &Client, resource: &str, subresource: &str) -> f64 {
+    apiserver_requests(client, resource, subresource, &["APPLY", "PATCH", "PUT", "POST", "DELETE"]).await
+}
+
+/// The requests with one of `verbs` (as the apiserver's metrics name them: GET, LIST,
+/// WATCH, APPLY, ...) kube-apiserver has served for `resource` and `subresource`.
+pub async fn apiserver_requests(client: &Client, resource: &str, subresource: &str, verbs: &[&str]) -> f64 {
     let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
     let text = client.request_text(request).await.expect("the apiserver's metrics");
     let wanted = [format!("resource=\"{resource}\""), format!("subresource=\"{subresource}\"")];
     text.lines()
         .filter(|l| l.starts_with("apiserver_request_total{") && wanted.iter().all(|w| l.contains(w.as_str())))
-        .filter(|l| ["APPLY", "PATCH", "PUT", "POST", "DELETE"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter(|l| verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The requests kube-apiserver has answered with HTTP `code`, whatever they asked for.
+pub async fn apiserver_answers(client: &Client, code: u16) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+    let text = client.request_text(request).await.expect("the apiserver's metrics");
+    let code = format!("code=\"{code}\"");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains(code.as_str()))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

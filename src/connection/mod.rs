@@ -3,16 +3,18 @@
 //! configuration, shared by the objects that use it and closed when none does.
 //! A Secret that changes resolves to new settings, and so to a new client.
 
+mod secrets;
+
+pub use secrets::{Named, SecretData, Secrets};
+
 use std::collections::HashMap;
 
 use async_nats::ConnectErrorKind;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::api::connection::{NatsConnection, NatsConnectionSpec, SecretKey};
+use crate::api::connection::{NatsConnectionSpec, SecretKey};
 use crate::metrics::Metrics;
 use crate::nats::{ConnectError, LastError, NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 
@@ -44,8 +46,10 @@ pub enum ResolveError {
     SecretKeyMissing { secret: String, key: String },
     #[error("the Secret {secret}'s key {key} is not text")]
     SecretNotText { secret: String, key: String },
-    #[error("reading from Kubernetes")]
-    Kube(#[source] kube::Error),
+    #[error("the Secret {secret} cannot be read: {error}")]
+    SecretUnreadable { secret: String, error: String },
+    #[error("the NatsConnection {0} cannot be read: {1}")]
+    Unreadable(String, String),
     #[error(transparent)]
     Connect(#[from] ConnectError),
 }
@@ -57,36 +61,45 @@ impl ResolveError {
             Self::SecretNotFound(_) => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
             Self::SecretNotText { .. } => "SecretNotText",
-            Self::Kube(_) => "KubernetesApiError",
+            Self::SecretUnreadable { .. } => "KubernetesApiError",
+            Self::Unreadable(..) => "InvalidNatsConnection",
             Self::Connect(_) => "InvalidConnectionSettings",
         }
     }
 }
 
-/// Reads the Secrets a NatsConnection names and builds its settings.
+/// Builds a NatsConnection's settings from the Secrets it names, as watched.
 pub async fn resolve(
-    client: &kube::Client,
+    secrets: &Secrets,
     namespace: &str,
     spec: &NatsConnectionSpec,
 ) -> Result<NatsSettings, ResolveError> {
-    let secrets = Secrets { api: Api::namespaced(client.clone(), namespace), cache: HashMap::new() };
-    let mut secrets = secrets;
+    let value = |reference: SecretKey| async move {
+        let data = secrets
+            .data(namespace, &reference.name)
+            .await?
+            .ok_or_else(|| ResolveError::SecretNotFound(reference.name.clone()))?;
+        let bytes = data.get(&reference.key).ok_or_else(|| ResolveError::SecretKeyMissing {
+            secret: reference.name.clone(),
+            key: reference.key.clone(),
+        })?;
+        String::from_utf8(bytes.0.clone())
+            .map_err(|_| ResolveError::SecretNotText { secret: reference.name.clone(), key: reference.key.clone() })
+    };
+    let key = |name: &str, key: &str| SecretKey { name: name.to_owned(), key: key.to_owned() };
     let auth = match &spec.auth {
         None => NatsAuth::None,
         Some(auth) => {
             if let Some(up) = &auth.user_password {
-                let user_key = up.user_key.as_deref().unwrap_or("user");
-                let password_key = up.password_key.as_deref().unwrap_or("password");
-                let user = secrets.value(&SecretKey { name: up.secret_name.clone(), key: user_key.into() }).await?;
-                let password =
-                    secrets.value(&SecretKey { name: up.secret_name.clone(), key: password_key.into() }).await?;
+                let user = value(key(&up.secret_name, up.user_key.as_deref().unwrap_or("user"))).await?;
+                let password = value(key(&up.secret_name, up.password_key.as_deref().unwrap_or("password"))).await?;
                 NatsAuth::UserPassword { user, password: Redacted(password) }
             } else if let Some(token) = &auth.token {
-                NatsAuth::Token(Redacted(secrets.value(token).await?))
+                NatsAuth::Token(Redacted(value(token.clone()).await?))
             } else if let Some(nkey) = &auth.nkey {
-                NatsAuth::NkeySeed(Redacted(secrets.value(nkey).await?))
+                NatsAuth::NkeySeed(Redacted(value(nkey.clone()).await?))
             } else if let Some(creds) = &auth.creds {
-                NatsAuth::Creds(Redacted(secrets.value(creds).await?))
+                NatsAuth::Creds(Redacted(value(creds.clone()).await?))
             } else {
                 NatsAuth::None
             }
@@ -95,12 +108,12 @@ pub async fn resolve(
     let mut tls = TlsSettings::default();
     if let Some(spec_tls) = &spec.tls {
         if let Some(ca) = &spec_tls.ca {
-            tls.ca = Some(Pem::Inline(Redacted(secrets.value(ca).await?)));
+            tls.ca = Some(Pem::Inline(Redacted(value(ca.clone()).await?)));
         }
         if let Some(name) = &spec_tls.client_secret_name {
-            let cert = secrets.value(&SecretKey { name: name.clone(), key: "tls.crt".into() }).await?;
-            let key = secrets.value(&SecretKey { name: name.clone(), key: "tls.key".into() }).await?;
-            tls.client = Some((Pem::Inline(Redacted(cert)), Pem::Inline(Redacted(key))));
+            let cert = value(key(name, "tls.crt")).await?;
+            let private = value(key(name, "tls.key")).await?;
+            tls.client = Some((Pem::Inline(Redacted(cert)), Pem::Inline(Redacted(private))));
         }
         tls.server_name = spec_tls.server_name.clone();
         tls.handshake_first = spec_tls.handshake_first.unwrap_or(false);
@@ -112,39 +125,6 @@ pub async fn resolve(
         domain: spec.domain.clone(),
         api_prefix: spec.api_prefix.clone(),
     })
-}
-
-/// The NatsConnection `name`'s settings, read fresh.
-pub async fn resolve_named(client: &kube::Client, namespace: &str, name: &str) -> Result<NatsSettings, ResolveError> {
-    let api: Api<NatsConnection> = Api::namespaced(client.clone(), namespace);
-    let connection =
-        api.get_opt(name).await.map_err(ResolveError::Kube)?.ok_or_else(|| ResolveError::NotFound(name.to_owned()))?;
-    resolve(client, namespace, &connection.spec).await
-}
-
-struct Secrets {
-    api: Api<Secret>,
-    cache: HashMap<String, Secret>,
-}
-
-impl Secrets {
-    async fn value(&mut self, reference: &SecretKey) -> Result<String, ResolveError> {
-        if !self.cache.contains_key(&reference.name) {
-            let secret = self
-                .api
-                .get_opt(&reference.name)
-                .await
-                .map_err(ResolveError::Kube)?
-                .ok_or_else(|| ResolveError::SecretNotFound(reference.name.clone()))?;
-            self.cache.insert(reference.name.clone(), secret);
-        }
-        let secret = &self.cache[&reference.name];
-        let bytes = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| {
-            ResolveError::SecretKeyMissing { secret: reference.name.clone(), key: reference.key.clone() }
-        })?;
-        String::from_utf8(bytes.0.clone())
-            .map_err(|_| ResolveError::SecretNotText { secret: reference.name.clone(), key: reference.key.clone() })
-    }
 }
 
 /// Clients, one per distinct resolved configuration, and who uses which.
