@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             namespace: "bench".into(),
             connection: String::new(),
             jetstream: js.clone(),
+            system: None,
             stream: stream.clone(),
             consumer: consumer.clone(),
         };
@@ -207,6 +208,7 @@ async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow
                 namespace: "bench".into(),
                 connection: String::new(),
                 jetstream: js.clone(),
+            system: None,
                 stream: name.clone(),
                 consumer: "worker".into(),
             };

@@ -73,6 +73,17 @@ pub struct NatsArgs {
     /// The name the NATS servers' certificates carry, when it is not the URL's host.
     #[arg(long, env = "JETWAY_NATS_TLS_SERVER_NAME")]
     pub nats_tls_server_name: Option<String>,
+    /// Creds file of a user in the NATS system account, for the default connection's
+    /// servers: consumer figures are then read with one JSZ request to the servers
+    /// each round, instead of per-stream lists.
+    #[arg(long, env = "JETWAY_NATS_SYSTEM_CREDS", conflicts_with = "nats_system_user")]
+    pub nats_system_creds: Option<PathBuf>,
+    /// User name in the system account (with --nats-system-password), instead of a creds file.
+    #[arg(long, env = "JETWAY_NATS_SYSTEM_USER", requires = "nats_system_password")]
+    pub nats_system_user: Option<String>,
+    /// Password for --nats-system-user.
+    #[arg(long, env = "JETWAY_NATS_SYSTEM_PASSWORD", hide_env_values = true, requires = "nats_system_user")]
+    pub nats_system_password: Option<String>,
 }
 
 impl NatsArgs {
@@ -88,7 +99,13 @@ impl NatsArgs {
         } else {
             NatsAuth::None
         };
+        let system = match (self.nats_system_creds, self.nats_system_user, self.nats_system_password) {
+            (Some(path), ..) => Some(NatsAuth::CredsFile(path)),
+            (None, Some(user), Some(password)) => Some(NatsAuth::UserPassword { user, password: Redacted(password) }),
+            _ => None,
+        };
         NatsSettings {
+            system,
             servers: self.nats_url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             auth,
             tls: TlsSettings {

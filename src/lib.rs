@@ -17,6 +17,7 @@ pub mod extmetrics;
 pub mod http;
 pub mod inventory;
 pub mod jetstream;
+pub mod jsz;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;

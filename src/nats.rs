@@ -62,6 +62,9 @@ pub struct NatsSettings {
     pub tls: TlsSettings,
     pub domain: Option<String>,
     pub api_prefix: Option<String>,
+    /// Credentials of a user in the system account, on the same servers: with them the
+    /// inventory reads every consumer's figures with one JSZ request to the servers.
+    pub system: Option<NatsAuth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +135,17 @@ impl NatsSettings {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ConnectError::Url { servers: servers.clone(), source })?;
         options.connect(addrs).await.map_err(|source| ConnectError::Connect { servers, source })
+    }
+
+    /// A client of the system account, when the settings hold its credentials.
+    pub async fn connect_system(
+        &self,
+        client_name: &str,
+        last_error: LastError,
+    ) -> Result<Option<async_nats::Client>, ConnectError> {
+        let Some(system) = &self.system else { return Ok(None) };
+        let settings = Self { auth: system.clone(), system: None, ..self.clone() };
+        settings.connect(client_name, last_error).await.map(Some)
     }
 
     /// The JetStream API, at the domain or prefix the settings name.

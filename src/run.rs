@@ -115,7 +115,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let shutdown = shutdown.child_token();
 
     let jetstream = config.nats.jetstream(nats.clone());
-    let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error };
+    let system = config.nats.connect_system("jetway-system", last_error.clone()).await?;
+    let system = system.map(|system| Arc::new(crate::jsz::SystemAccess::new(system, nats.clone())));
+    let default = Pooled { client: nats.clone(), jetstream: jetstream.clone(), last_error, system };
     let mut ctx = Context::new(
         kube,
         Pool::new(default, health.metrics.clone()),

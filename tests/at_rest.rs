@@ -97,3 +97,66 @@ async fn a_new_stream_and_its_consumer_take_at_most_two_reconciles_each() {
     assert!(consumers <= 6.0, "{consumers} Consumer reconciles for 3 new Consumers");
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn with_a_system_account_objects_at_rest_cost_no_jetstream_request_and_their_figures_still_move() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    let ctx = TestContext::new("at-rest-jsz").await;
+    support::install_crds(&ctx.client).await;
+    let accounts = "accounts {
+  SYS: { users: [ {user: sys, password: sys-pw} ] }
+  APP: { jetstream: enabled, users: [ {user: app, password: app-pw} ] }
+}
+system_account: SYS";
+    let nats = NatsServer::start(&support::tools(), accounts).await.expect("a nats-server with accounts");
+    let operator = Operator::start(&ctx.namespace, |config| {
+        config.controllers.resync = Duration::from_secs(600);
+        config.controllers.lag_interval = Duration::from_millis(500);
+    })
+    .await;
+    let params = PatchParams::apply("jetway-tests");
+    let apply = |kind: &str, name: &str, body: serde_json::Value| {
+        let mut object = serde_json::json!({"apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": {"name": name}});
+        object.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        object
+    };
+    for (name, user, password) in [("app", "app", "app-pw"), ("sys", "sys", "sys-pw")] {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"user": user, "password": password}});
+        ctx.api::<Secret>().patch(name, &params, &Patch::Apply(secret)).await.expect("a Secret");
+    }
+    let spec = serde_json::json!({"spec": {"servers": [nats.url()],
+        "auth": {"userPassword": {"secretName": "app"}}, "systemAuth": {"userPassword": {"secretName": "sys"}}}});
+    let connection = apply("NatsConnection", "held", spec);
+    ctx.api::<jetway::api::connection::NatsConnection>().patch("held", &params, &Patch::Apply(connection)).await.unwrap();
+    let name = ctx.unique("HELD");
+    let stream = apply("Stream", "held", serde_json::json!({"spec": {"name": name, "subjects": [format!("{name}.>")], "connectionRef": {"name": "held"}}}));
+    ctx.api::<jetway::api::stream::Stream>().patch("held", &params, &Patch::Apply(stream)).await.unwrap();
+    let consumer = apply("Consumer", "held", serde_json::json!({"spec": {"streamName": name, "durableName": "work", "connectionRef": {"name": "held"}}}));
+    let consumers = ctx.api::<jetway::api::consumer::Consumer>();
+    consumers.patch("held", &params, &Patch::Apply(consumer)).await.unwrap();
+    support::wait_all_ready(&consumers).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let requests = support::jetstream_requests(&nats).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let requests = support::jetstream_requests(&nats).await - requests;
+    assert_eq!(requests, 0, "JetStream API requests in 5 s at rest: the rounds ask the servers through JSZ");
+
+    let app = async_nats::ConnectOptions::with_user_and_password("app".into(), "app-pw".into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(app);
+    for _ in 0..3 {
+        js.publish(format!("{name}.order"), "o".into()).await.unwrap().await.unwrap();
+    }
+    support::wait_until("the consumer's status to show 3 pending", Duration::from_secs(5), support::POLL, || async {
+        let status = consumers.get("held").await?.status.unwrap_or_default();
+        Ok((status.state.is_some_and(|s| s.pending == 3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    operator.stop().await;
+}

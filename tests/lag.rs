@@ -10,7 +10,7 @@ use async_nats::jetstream::{consumer, stream};
 use jetway::api::consumer::Consumer;
 use jetway::inventory::{Intervals, Inventory, Observation, Watched};
 use jetway::metrics::Metrics;
-use jetway_testground::NatsServer;
+use jetway_testground::{NatsCluster, NatsServer};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
@@ -40,6 +40,7 @@ async fn six_hundred_consumers_are_read_in_one_stream_list_and_three_consumer_li
         namespace: "shop".into(),
         connection: String::new(),
         jetstream: js.clone(),
+        system: None,
         stream: "WIDE".into(),
         consumer: format!("c{n}"),
     };
@@ -83,6 +84,7 @@ async fn an_idle_round_is_one_stream_list_and_moves_are_read_at_once_then_at_the
             namespace: "shop".into(),
             connection: String::new(),
             jetstream: js.clone(),
+            system: None,
             stream: name,
             consumer: "c".into(),
         };
@@ -160,4 +162,74 @@ async fn the_operator_exports_the_lag_of_the_consumers_it_manages() {
     .await
     .unwrap();
     operator.stop().await;
+}
+
+/// Two accounts: the application's (anonymous clients land in it) and the system's.
+const ACCOUNTS: &str = "accounts {
+  SYS: { users: [ {user: sys, password: sys-pw} ] }
+  APP: { jetstream: enabled, users: [ {user: app, password: app-pw} ] }
+}
+system_account: SYS
+no_auth_user: app
+";
+
+#[tokio::test]
+async fn with_the_system_account_a_round_asks_the_jetstream_api_nothing_and_takes_figures_from_the_leaders() {
+    let cluster = NatsCluster::start_with(&support::tools(), 3, ACCOUNTS).await.expect("a three-server cluster");
+    let urls: Vec<async_nats::ServerAddr> = cluster.urls().iter().map(|url| url.parse().unwrap()).collect();
+    let app = async_nats::connect(urls.clone()).await.unwrap();
+    let js = async_nats::jetstream::new(app.clone());
+    for s in 0..4 {
+        let name = format!("HELD_{s}");
+        let config = stream::Config { name: name.clone(), subjects: vec![format!("held.{s}")], num_replicas: 3, ..Default::default() };
+        let stream = js.create_stream(config).await.unwrap();
+        let durable = consumer::pull::Config { durable_name: Some("c".into()), num_replicas: 3, ..Default::default() };
+        stream.create_consumer(durable).await.unwrap();
+        for _ in 0..s {
+            js.publish(format!("held.{s}"), "m".into()).await.unwrap().await.unwrap();
+        }
+    }
+    let system = async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys-pw".into())
+        .connect(urls)
+        .await
+        .unwrap();
+    let access = Arc::new(jetway::jsz::SystemAccess::new(system, app));
+    let inventory = Inventory::new(Arc::new(Metrics::new()), INTERVALS);
+    for s in 0..4 {
+        let watched = Watched {
+            namespace: "shop".into(),
+            connection: String::new(),
+            jetstream: js.clone(),
+            system: Some(access.clone()),
+            stream: format!("HELD_{s}"),
+            consumer: "c".into(),
+        };
+        inventory.watch(&format!("shop/c{s}"), watched);
+        inventory.demand(&format!("shop/c{s}"));
+    }
+    let requests = || async {
+        let mut total = 0;
+        for server in &cluster.servers {
+            total += support::jetstream_requests(server).await;
+        }
+        total
+    };
+    // Replicated figures settle on the followers a moment after the publishes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = requests().await;
+    for _ in 0..3 {
+        inventory.poll().await;
+    }
+    assert_eq!(requests().await - before, 0, "JetStream API requests over three rounds, counted by the servers");
+    for s in 0..4u64 {
+        match inventory.observation(&format!("shop/c{s}")) {
+            Some(Observation::Found { lag, .. }) => assert_eq!(lag.pending, s, "HELD_{s}'s consumer, as its leader has it"),
+            other => panic!("HELD_{s}'s consumer: {other:?}"),
+        }
+    }
+    // A stream deleted behind the inventory's back is missing once two answers leave it out.
+    js.delete_stream("HELD_3").await.unwrap();
+    inventory.poll().await;
+    inventory.poll().await;
+    assert!(matches!(inventory.observation("shop/c3"), Some(Observation::Missing { .. })));
 }

@@ -43,6 +43,11 @@ pub struct NatsConnectionSpec {
     /// The JetStream API prefix to address, for an imported JetStream API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_prefix: Option<String>,
+    /// A user of the system account on the same servers, if the operator may have one:
+    /// every consumer's figures are then read with one request that each server answers
+    /// (JSZ), instead of a list per stream. Same shape as `auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_auth: Option<ConnectionAuth>,
 }
 
 /// One way to authenticate. Secret values are read from keys of Secrets in the

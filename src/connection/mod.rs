@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::api::connection::{NatsConnectionSpec, SecretKey};
+use crate::api::connection::{ConnectionAuth, NatsConnectionSpec, SecretKey};
+use crate::jsz::SystemAccess;
 use crate::metrics::Metrics;
 use crate::nats::{ConnectError, LastError, NatsAuth, NatsSettings, Pem, Redacted, TlsSettings};
 
@@ -24,9 +25,24 @@ pub struct Pooled {
     pub client: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub last_error: LastError,
+    /// A client of the system account beside it, when the settings give one.
+    pub system: Option<Arc<SystemAccess>>,
 }
 
 impl Pooled {
+    /// A new client for `settings`, with a system-account client beside it if they name one.
+    pub async fn connect(settings: &NatsSettings) -> Result<Self, ConnectError> {
+        let last_error = LastError::default();
+        let client = settings.connect("jetway", last_error.clone()).await?;
+        let system = settings.connect_system("jetway-system", last_error.clone()).await?;
+        Ok(Self {
+            jetstream: settings.jetstream(client.clone()),
+            system: system.map(|system| Arc::new(SystemAccess::new(system, client.clone()))),
+            client,
+            last_error,
+        })
+    }
+
     /// What the connection last complained about, if it is not connected now.
     pub fn problem(&self) -> Option<String> {
         if self.client.connection_state() == async_nats::connection::State::Connected {
@@ -87,23 +103,26 @@ pub async fn resolve(
             .map_err(|_| ResolveError::SecretNotText { secret: reference.name.clone(), key: reference.key.clone() })
     };
     let key = |name: &str, key: &str| SecretKey { name: name.to_owned(), key: key.to_owned() };
-    let auth = match &spec.auth {
-        None => NatsAuth::None,
-        Some(auth) => {
-            if let Some(up) = &auth.user_password {
-                let user = value(key(&up.secret_name, up.user_key.as_deref().unwrap_or("user"))).await?;
-                let password = value(key(&up.secret_name, up.password_key.as_deref().unwrap_or("password"))).await?;
-                NatsAuth::UserPassword { user, password: Redacted(password) }
-            } else if let Some(token) = &auth.token {
-                NatsAuth::Token(Redacted(value(token.clone()).await?))
-            } else if let Some(nkey) = &auth.nkey {
-                NatsAuth::NkeySeed(Redacted(value(nkey.clone()).await?))
-            } else if let Some(creds) = &auth.creds {
-                NatsAuth::Creds(Redacted(value(creds.clone()).await?))
-            } else {
-                NatsAuth::None
-            }
-        }
+    let auth_of = |auth: Option<ConnectionAuth>| async move {
+        let Some(auth) = auth else { return Ok(NatsAuth::None) };
+        Ok::<_, ResolveError>(if let Some(up) = &auth.user_password {
+            let user = value(key(&up.secret_name, up.user_key.as_deref().unwrap_or("user"))).await?;
+            let password = value(key(&up.secret_name, up.password_key.as_deref().unwrap_or("password"))).await?;
+            NatsAuth::UserPassword { user, password: Redacted(password) }
+        } else if let Some(token) = auth.token {
+            NatsAuth::Token(Redacted(value(token).await?))
+        } else if let Some(nkey) = auth.nkey {
+            NatsAuth::NkeySeed(Redacted(value(nkey).await?))
+        } else if let Some(creds) = auth.creds {
+            NatsAuth::Creds(Redacted(value(creds).await?))
+        } else {
+            NatsAuth::None
+        })
+    };
+    let auth = auth_of(spec.auth.clone()).await?;
+    let system = match &spec.system_auth {
+        Some(system) => Some(auth_of(Some(system.clone())).await?),
+        None => None,
     };
     let mut tls = TlsSettings::default();
     if let Some(spec_tls) = &spec.tls {
@@ -124,6 +143,7 @@ pub async fn resolve(
         tls,
         domain: spec.domain.clone(),
         api_prefix: spec.api_prefix.clone(),
+        system,
     })
 }
 
@@ -152,9 +172,7 @@ impl Pool {
             match clients.get(&settings) {
                 Some(pooled) => pooled.clone(),
                 None => {
-                    let last_error = LastError::default();
-                    let client = settings.connect("jetway", last_error.clone()).await?;
-                    let pooled = Pooled { jetstream: settings.jetstream(client.clone()), client, last_error };
+                    let pooled = Pooled::connect(&settings).await?;
                     clients.insert(settings.clone(), pooled.clone());
                     self.metrics.nats_connections.set(clients.len() as i64);
                     pooled

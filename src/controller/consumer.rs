@@ -81,6 +81,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
                 namespace: namespace.clone(),
                 connection: connection_id.clone(),
                 jetstream: pooled.jetstream.clone(),
+                system: pooled.system.clone(),
                 stream: consumer.spec.stream_name.clone(),
                 consumer: name.clone(),
             },

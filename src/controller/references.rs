@@ -159,7 +159,7 @@ pub fn referring<'s, K: UsesConnection + Clone>(
 /// The Secrets a NatsConnection names.
 pub fn secrets_named(namespace: &str, spec: &NatsConnectionSpec) -> BTreeSet<Named> {
     let mut names = BTreeSet::new();
-    if let Some(auth) = &spec.auth {
+    for auth in [&spec.auth, &spec.system_auth].into_iter().flatten() {
         names.extend(auth.user_password.as_ref().map(|up| up.secret_name.clone()));
         for key in [&auth.token, &auth.nkey, &auth.creds].into_iter().flatten() {
             names.insert(key.name.clone());

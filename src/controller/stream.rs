@@ -65,6 +65,7 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
                         namespace: namespace.clone(),
                         connection,
                         jetstream: pooled.jetstream.clone(),
+                        system: pooled.system.clone(),
                         stream: desired.name().to_owned(),
                     };
                     ctx.inventory.watch_stream(&key, watched);

@@ -45,6 +45,7 @@ use futures::channel::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::jetstream::Fingerprint;
+use crate::jsz::SystemAccess;
 use crate::metrics::{ConsumerLabels, Metrics};
 
 /// One consumer's figures at one read.
@@ -74,6 +75,8 @@ pub struct Watched {
     /// Which connection: `<namespace>/<NatsConnection>`, or empty for the default one.
     pub connection: String,
     pub jetstream: jetstream::Context,
+    /// The connection's system-account client, if it has one (see [`crate::jsz`]).
+    pub system: Option<Arc<SystemAccess>>,
     pub stream: String,
     pub consumer: String,
 }
@@ -84,6 +87,7 @@ pub struct WatchedStream {
     pub namespace: String,
     pub connection: String,
     pub jetstream: jetstream::Context,
+    pub system: Option<Arc<SystemAccess>>,
     pub stream: String,
 }
 
@@ -388,11 +392,15 @@ fn drop_unwatched(state: &mut State) {
 }
 
 /// Every place something is watched on, with a client to read it through.
-fn watched_places(state: &State) -> HashMap<Place, jetstream::Context> {
-    let streams = state.streams.values().map(|w| ((w.connection.clone(), w.stream.clone()), w.jetstream.clone()));
-    let consumers = state.consumers.values().map(|w| ((w.connection.clone(), w.stream.clone()), w.jetstream.clone()));
-    streams.chain(consumers).collect()
+fn watched_places(state: &State) -> HashMap<Place, Reach> {
+    let streams = state.streams.values().map(|w| ((w.connection.clone(), w.stream.clone()), (&w.jetstream, &w.system)));
+    let consumers =
+        state.consumers.values().map(|w| ((w.connection.clone(), w.stream.clone()), (&w.jetstream, &w.system)));
+    streams.chain(consumers).map(|(place, (js, system))| (place, (js.clone(), system.clone()))).collect()
 }
+
+/// How a round reaches a connection: its JetStream API, and its system account if any.
+type Reach = (jetstream::Context, Option<Arc<SystemAccess>>);
 
 /// What the entries say of the consumer of `key`.
 fn observe(state: &State, key: &str) -> Option<Observation> {

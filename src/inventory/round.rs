@@ -1,6 +1,6 @@
 //! One round: the stream lists, the consumer lists that are due, and what they change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,45 +8,66 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ConsumerLag, Entry, Fingerprint, Inventory, Kind, MAX_READS_IN_FLIGHT, Place, Signature, State, consumer_labels,
-    observe, watched_places,
+    ConsumerLag, Entry, Fingerprint, Inventory, Kind, MAX_READS_IN_FLIGHT, Place, Reach, Signature, State,
+    consumer_labels, observe, watched_places,
 };
 use crate::jetstream::{ConsumerReport, StreamReport};
 use crate::metrics::StreamLabels;
+
+/// What a round read of one connection's streams.
+enum Read {
+    List(Vec<stream::Info>),
+    Holdings(crate::jsz::Holdings),
+}
 
 /// A consumer list that answered: the consumers found, and when it was asked for.
 type ConsumerRead = (Place, anyhow::Result<Vec<consumer::Info>>, Instant);
 
 impl Inventory {
-    /// One round: every connection's stream list, then the consumer lists due.
+    /// One round: every connection's stream list (or, for one with a system account,
+    /// everything it holds in one JSZ request), then the consumer lists due.
     pub async fn poll(&self) {
         let lists = {
             let state = self.state();
-            let mut connections: BTreeMap<String, jetstream::Context> = BTreeMap::new();
-            for ((connection, _), js) in watched_places(&state) {
-                connections.entry(connection).or_insert(js);
+            let mut connections: BTreeMap<String, Reach> = BTreeMap::new();
+            for ((connection, _), reach) in watched_places(&state) {
+                connections.entry(connection).or_insert(reach);
             }
             connections
         };
+        let wait = self.intervals.lag;
         let lists = futures::stream::iter(lists)
-            .map(|(connection, js)| async move {
+            .map(|(connection, (js, system))| async move {
                 let asked = Instant::now();
+                if let Some(system) = system {
+                    match system.holdings(wait).await {
+                        Ok(holdings) => return (connection, Ok(Read::Holdings(holdings)), asked),
+                        Err(error) => tracing::debug!(%connection, %error, "JSZ failed; listing the streams instead"),
+                    }
+                }
                 let list: Result<Vec<stream::Info>, _> = js.streams().try_collect().await;
-                (connection, list, asked)
+                (connection, list.map(Read::List).map_err(|e| e.to_string()), asked)
             })
             .buffer_unordered(MAX_READS_IN_FLIGHT)
             .collect::<Vec<_>>()
             .await;
         let due = {
             let mut state = self.state();
-            for (connection, list, asked) in lists {
-                match list {
-                    Ok(list) => self.record_list(&mut state, &connection, list, asked),
+            let mut read_whole = HashSet::new();
+            for (connection, read, asked) in lists {
+                match read {
+                    Ok(Read::List(list)) => self.record_list(&mut state, &connection, list, asked),
+                    Ok(Read::Holdings(holdings)) => {
+                        let listed: HashSet<String> = holdings.streams.iter().map(|s| s.config.name.clone()).collect();
+                        self.record_list(&mut state, &connection, holdings.streams, asked);
+                        record_holdings(&mut state, &connection, &listed, holdings.consumers, asked);
+                        read_whole.insert(connection);
+                    }
                     // Unknown is not zero: the last figures stand until a list answers.
                     Err(error) => tracing::debug!(%connection, %error, "listing the streams failed"),
                 }
             }
-            self.due(&mut state)
+            self.due(&mut state, &read_whole)
         };
         let reads: Vec<ConsumerRead> = futures::stream::iter(due)
             .map(|(place, js)| async move {
@@ -100,8 +121,9 @@ impl Inventory {
     }
 
     /// The consumer lists to read this round; the figures of every other place with
-    /// watched consumers are confirmed when nothing can have moved them.
-    fn due(&self, state: &mut State) -> Vec<(Place, jetstream::Context)> {
+    /// watched consumers are confirmed when nothing can have moved them. Connections in
+    /// `read_whole` had their consumers read with their streams.
+    fn due(&self, state: &mut State, read_whole: &HashSet<String>) -> Vec<(Place, jetstream::Context)> {
         let lapse = self.intervals.metrics * super::DEMAND_FOR_INTERVALS;
         state.demanded.retain(|_, at| at.elapsed() < lapse);
         let mut places: HashMap<Place, (jetstream::Context, bool)> = HashMap::new();
@@ -114,6 +136,9 @@ impl Inventory {
         let intervals = self.intervals;
         let mut due = Vec::new();
         for (place, (js, demanded)) in places {
+            if read_whole.contains(&place.0) {
+                continue;
+            }
             let Some(entry) = state.entries.get_mut(&place) else { continue };
             let (Some(listed_at), Some(info)) = (entry.listed_at, entry.stream.as_deref()) else { continue };
             let signature = Signature::of(Some(info));
@@ -224,6 +249,27 @@ fn record_consumers(state: &mut State, (place, read, asked): ConsumerRead) {
     entry.consumers = consumers;
     entry.consumers_read_at = Some(asked);
     entry.confirmed_at = Some(asked);
+}
+
+/// A JSZ answer's consumers, for every watched place of `connection` whose stream it
+/// listed (one it left out keeps its last word, as the stream itself does).
+fn record_holdings(
+    state: &mut State,
+    connection: &str,
+    listed: &HashSet<String>,
+    mut consumers: HashMap<String, Vec<consumer::Info>>,
+    asked: Instant,
+) {
+    let places: Vec<Place> =
+        watched_places(state).into_keys().filter(|(c, stream)| c == connection && listed.contains(stream)).collect();
+    for place in places {
+        let read = consumers.remove(&place.1).unwrap_or_default();
+        if let Some(entry) = state.entries.get_mut(&place) {
+            entry.signature = Signature::of(entry.stream.as_deref());
+            entry.resting = false;
+        }
+        record_consumers(state, (place, Ok(read), asked));
+    }
 }
 
 fn send(state: &State, kind: Kind, key: String) {

@@ -171,12 +171,18 @@ impl NatsCluster {
     /// Starts `size` servers routed to each other, and waits for JetStream's meta
     /// leader, so that streams can be created at once.
     pub async fn start(tools: &Tools, size: usize) -> anyhow::Result<Self> {
+        Self::start_with(tools, size, "").await
+    }
+
+    /// [`Self::start`], with `extra_config` appended to each server's configuration
+    /// (accounts, ...); anonymous clients must still reach JetStream (`no_auth_user`).
+    pub async fn start_with(tools: &Tools, size: usize, extra_config: &str) -> anyhow::Result<Self> {
         let route_ports = wait::free_ports(size)?;
         let routes: Vec<String> = route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
         let mut servers = Vec::with_capacity(size);
         for port in &route_ports {
             let config = format!(
-                "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n{extra_config}\n",
                 routes.join(", ")
             );
             servers.push(NatsServer::start(tools, &config).await?);
