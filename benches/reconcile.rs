@@ -6,6 +6,7 @@
 //!   cargo bench --bench reconcile -- --objects 10000
 //!   cargo bench --bench reconcile -- --shape fanout                # 10 streams, 1000 consumers
 //!   cargo bench --bench reconcile -- --pools 0 --idle-seconds 10
+//!   cargo bench --bench reconcile -- --jsz                         # the operator given a system-account user
 //!
 //! Prints, beside the targets: the time from the last object accepted to all
 //! Ready, JetStream API requests per object while converging (counted by the server),
@@ -51,6 +52,10 @@ struct Args {
     /// Requests in flight at once, for both the apply and the reference.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Give the operator a system-account user (on a nats-server of the bench's own,
+    /// with accounts), so that its rounds are JSZ requests.
+    #[arg(long)]
+    jsz: bool,
     /// cargo bench passes --bench; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -59,12 +64,26 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (attached, ground) = common::ground().await?;
-    let monitor = match &ground {
+    let (mut attached, ground) = common::ground().await?;
+    let mut monitor = match &ground {
         Some(ground) => ground.nats.monitor_url(),
         None => std::env::var("JETWAY_TEST_NATS_MONITOR_URL")
             .context("with a running ground, set JETWAY_TEST_NATS_MONITOR_URL to its nats-server's monitor URL")?,
     };
+    // With --jsz: a server with an application account (anonymous clients land in it)
+    // and a system account the operator is given a user of.
+    let with_accounts = match args.jsz {
+        true => {
+            let accounts = "accounts {\n  SYS: { users: [ {user: sys, password: sys-pw} ] }\n  APP: { jetstream: enabled, users: [ {user: app, password: app-pw} ] }\n}\nsystem_account: SYS\nno_auth_user: app\n";
+            let server = jetway_testground::NatsServer::start(&jetway_testground::Tools::locate()?, accounts).await?;
+            attached.nats_url = server.url();
+            monitor = server.monitor_url();
+            Some(server)
+        }
+        false => None,
+    };
+    let system_flags: &[&str] =
+        if with_accounts.is_some() { &["--nats-system-user", "sys", "--nats-system-password", "sys-pw"] } else { &[] };
     let client = jetway_testground::kube::client_from_kubeconfig(&attached.kubeconfig).await?;
     let nats = async_nats::connect(&attached.nats_url).await?;
     let js = async_nats::jetstream::new(nats);
@@ -82,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let namespace = common::namespace(&client, "bench").await?;
 
     let port = jetway_testground::wait::free_port()?;
-    let mut operator = common::operator(&attached, &namespace, port).await?;
+    let mut operator = common::operator_with(&attached, &namespace, port, system_flags).await?;
     let pid = operator.id().context("the operator's pid")?;
     let reconciles_before = reconciles(port).await?;
     let requests_before = common::jetstream_requests(&monitor).await?;
@@ -173,8 +192,9 @@ async fn main() -> anyhow::Result<()> {
 
     let objects = streams_n + consumers_n;
     println!(
-        "reconcile benchmark: {streams_n} Streams + {consumers_n} Consumers ({:?}), {pools_n} autoscaled WorkerPools, nats-server and kube-apiserver on loopback",
-        args.shape
+        "reconcile benchmark: {streams_n} Streams + {consumers_n} Consumers ({:?}), {pools_n} autoscaled WorkerPools, nats-server and kube-apiserver on loopback{}",
+        args.shape,
+        if args.jsz { ", the operator with a system-account user (JSZ rounds)" } else { "" }
     );
     println!("                                     measured     target");
     println!("  applied to Kubernetes in        {:>8.2} s", applied.as_secs_f64());
@@ -186,8 +206,9 @@ async fn main() -> anyhow::Result<()> {
         converging as f64 / objects as f64
     );
     println!(
-        "  JetStream requests at idle      {:>8.1} /s   <= 100 (1000 streams, 30 s resync, 100 autoscaled)",
-        per_second(js_before as f64, js_after as f64)
+        "  JetStream requests at idle      {:>8.1} /s   {}",
+        per_second(js_before as f64, js_after as f64),
+        if args.jsz { "<= 10 with the JSZ fan-out (JSZ itself is one request a round)" } else { "<= 100 (1000 streams, 30 s resync, 100 autoscaled)" }
     );
     println!("  apiserver requests at idle      {:>8.1} /s", per_second(api_before, api_after));
     println!(

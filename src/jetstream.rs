@@ -92,7 +92,7 @@ impl Fingerprint {
 
 /// A hash of `value`'s JSON form with every object's keys in order: configurations
 /// hold hash maps (metadata), which serialize in a different order each time.
-fn hash(value: &impl serde::Serialize) -> u64 {
+pub fn hash(value: &impl serde::Serialize) -> u64 {
     use std::hash::{Hash, Hasher};
     fn feed(value: &serde_json::Value, hasher: &mut impl Hasher) {
         match value {

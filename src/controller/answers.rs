@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Per object key: the configuration sent and the server's answer to it.
-pub struct Answers<C>(Mutex<HashMap<String, (C, C)>>);
+/// Per object key: the configuration sent (a hash of it is enough to know it again)
+/// and the server's answer to it.
+pub struct Answers<C>(Mutex<HashMap<String, (u64, C)>>);
 
 impl<C> Default for Answers<C> {
     fn default() -> Self {
@@ -20,16 +21,18 @@ impl<C> Default for Answers<C> {
     }
 }
 
-impl<C: Clone + PartialEq> Answers<C> {
+impl<C: Clone + serde::Serialize> Answers<C> {
     /// The server stored `sent` as `answer` for the object `key`.
     pub fn remember(&self, key: &str, sent: &C, answer: &C) {
-        self.0.lock().expect("answers lock").insert(key.to_owned(), (sent.clone(), answer.clone()));
+        let sent = crate::jetstream::hash(sent);
+        self.0.lock().expect("answers lock").insert(key.to_owned(), (sent, answer.clone()));
     }
 
     /// The server's form of `desired`, when it answered exactly this configuration before.
     pub fn stored_form(&self, key: &str, desired: &C) -> Option<C> {
+        let desired = crate::jetstream::hash(desired);
         let answers = self.0.lock().expect("answers lock");
-        answers.get(key).filter(|(sent, _)| sent == desired).map(|(_, answer)| answer.clone())
+        answers.get(key).filter(|(sent, _)| *sent == desired).map(|(_, answer)| answer.clone())
     }
 
     pub fn forget(&self, key: &str) {

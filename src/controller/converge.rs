@@ -25,7 +25,7 @@ pub trait JetStreamKind:
     + Sync
 {
     /// The server's configuration of one object.
-    type Config: Clone + PartialEq + Send + Sync;
+    type Config: Clone + PartialEq + serde::Serialize + Send + Sync;
     /// A validated spec: the configuration it stands for and how to plan it.
     type Desired: Clone + Send + Sync;
     /// What the server reports about one object.

@@ -181,9 +181,16 @@ pub(super) async fn apply_hpa(
     Ok(())
 }
 
-/// Deletes the pool's HPA, once per pool and process, where it should have none.
+/// Deletes the pool's HPA, once per pool and process, where it should have none. One
+/// the watch has not seen is not asked for: if it exists after all, its arrival in the
+/// watch wakes the pool again.
 pub(super) async fn remove_hpa(pool: &WorkerPool, ctx: &Context, key: &str) -> Result<(), ReconcileError> {
     if ctx.scale_memory.hpa_absent(key) {
+        return Ok(());
+    }
+    let (name, namespace) = (pool.name_any(), pool.namespace().unwrap_or_default());
+    let watched = ctx.owned.hpas.get().map(|store| store.get(&ObjectRef::new(&name).within(&namespace)).is_some());
+    if watched == Some(false) {
         return Ok(());
     }
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
