@@ -63,11 +63,6 @@ pub enum RunError {
     LeadershipLost,
 }
 
-/// Requests the controllers have in flight to the apiserver at once (watches count
-/// only until they answer): a burst of reconciles queues here instead of opening a
-/// connection each, every one with its buffers and TLS session kept in the pool.
-const APISERVER_REQUESTS_IN_FLIGHT: usize = 32;
-
 /// The kinds whose caches must be synced before the leader is ready.
 const KINDS: [&str; 4] =
     [controller::stream::KIND, controller::consumer::KIND, controller::connection::KIND, controller::workerpool::KIND];
@@ -77,10 +72,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // The election has a client of its own: its renewals never queue behind a burst
     // of reconciles.
     let election_client = kube::Client::try_from(config.kube.clone()).map_err(RunError::KubeClient)?;
-    let kube = kube::client::ClientBuilder::try_from(config.kube)
-        .map_err(RunError::KubeClient)?
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(APISERVER_REQUESTS_IN_FLIGHT))
-        .build();
+    let kube = kube::Client::try_from(config.kube).map_err(RunError::KubeClient)?;
     let version = kube.apiserver_version().await.map_err(RunError::KubeUnreachable)?;
     tracing::info!(version = %version.git_version, "connected to Kubernetes");
 
