@@ -49,6 +49,12 @@ pub trait JetStreamKind:
     /// The object as the inventory's last batched read saw it, when that read is
     /// recent and no write came after it.
     fn recall(desired: &Self::Desired, connection: &str, ctx: &Context) -> Option<Self::Report>;
+    /// Whether the inventory's last list, recent, showed the object absent: it may be
+    /// created without asking first. Kinds whose create would change an existing
+    /// object never say so.
+    fn unlisted(_desired: &Self::Desired, _connection: &str, _ctx: &Context) -> bool {
+        false
+    }
     /// What the object's status shows of `report`.
     fn fingerprint(report: &Self::Report) -> Fingerprint;
     /// The object as the server has it; `None` when it does not exist.
@@ -96,6 +102,29 @@ pub async fn converge<K: JetStreamKind>(
     ctx: &Context,
 ) -> (Option<K::Report>, Result<Done, ReconcileError>) {
     let _turn = ctx.claims.take(format!("{connection}\u{0}{}\u{0}{}", K::NOUN, K::target(desired))).await;
+    let unlisted = K::unlisted(desired, connection, ctx);
+    let outcome = converge_turn(object, desired, connection, js, ctx, unlisted).await;
+    match &outcome.1 {
+        // Made meanwhile by someone else, with another configuration: plan against it.
+        Err(ReconcileError::ServerRefused(JetStreamError::Refused { code, .. }, _))
+            if unlisted && *code == async_nats::jetstream::ErrorCode::STREAM_NAME_EXIST.0 =>
+        {
+            converge_turn(object, desired, connection, js, ctx, false).await
+        }
+        _ => outcome,
+    }
+}
+
+/// [`converge`] within the object's turn; `unlisted`: take the inventory's word that
+/// the object does not exist.
+async fn converge_turn<K: JetStreamKind>(
+    object: &K,
+    desired: &K::Desired,
+    connection: &str,
+    js: &JetStream,
+    ctx: &Context,
+    unlisted: bool,
+) -> (Option<K::Report>, Result<Done, ReconcileError>) {
     let key = key(object);
     let asked = K::config(desired);
     let desired = &match K::answers(ctx).stored_form(&key, asked) {
@@ -108,9 +137,12 @@ pub async fn converge<K: JetStreamKind>(
         ctx.inventory.reported(K::KIND, &key, Some(K::fingerprint(&report)));
         return (Some(report), Ok(Done::InSync));
     }
-    let report = match object.observe(desired, js).await {
-        Ok(report) => report,
-        Err(err) => return (None, Err(err)),
+    let report = match unlisted {
+        true => None,
+        false => match object.observe(desired, js).await {
+            Ok(report) => report,
+            Err(err) => return (None, Err(err)),
+        },
     };
     ctx.inventory.reported(K::KIND, &key, report.as_ref().map(K::fingerprint));
     let mut plan = K::plan(desired, report.as_ref(), false);

@@ -119,6 +119,10 @@ impl JetStreamKind for Stream {
         ctx.inventory.stream_info(connection, desired.name()).map(|info| StreamReport::from(&*info))
     }
 
+    fn unlisted(desired: &DesiredStream, connection: &str, ctx: &Context) -> bool {
+        ctx.inventory.unlisted(connection, desired.name())
+    }
+
     fn fingerprint(report: &StreamReport) -> Fingerprint {
         report.fingerprint()
     }

@@ -201,6 +201,9 @@ struct State {
     resting: std::collections::HashSet<(Kind, String)>,
     /// The lag last announced for each demanded consumer.
     announced: HashMap<String, (u64, u64)>,
+    /// Every stream name each connection's last list held (watched or not), and when
+    /// that list was asked for: what creating a stream need not ask about again.
+    listed: HashMap<String, (Instant, std::collections::HashSet<String>)>,
     subscribers: HashMap<Kind, mpsc::UnboundedSender<String>>,
 }
 
@@ -333,10 +336,24 @@ impl Inventory {
         (entry.touched_at < Some(read) && entry.stream.is_some()).then(|| entry.consumers.get(consumer).cloned())?
     }
 
+    /// Whether the last list of `connection`, recent and not followed by a write to
+    /// `stream`, did not hold it: a create may go without asking first (a stream that
+    /// exists after all refuses a create with another configuration).
+    pub fn unlisted(&self, connection: &str, stream: &str) -> bool {
+        let state = self.state();
+        let Some((at, names)) = state.listed.get(connection) else { return false };
+        let place = (connection.to_owned(), stream.to_owned());
+        let untouched = state.entries.get(&place).is_none_or(|entry| entry.touched_at.is_none_or(|t| t < *at));
+        at.elapsed() <= self.intervals.lag * FRESH_FOR_INTERVALS && untouched && !names.contains(stream)
+    }
+
     /// A reconcile wrote to this stream or one of its consumers: what was read before
     /// is not planned against, and the next round reads it again.
     pub fn touch(&self, connection: &str, stream: &str) {
         let mut state = self.state();
+        if let Some((_, names)) = state.listed.get_mut(connection) {
+            names.insert(stream.to_owned());
+        }
         let place = (connection.to_owned(), stream.to_owned());
         let entry = state.entries.get_mut(&place);
         let listed = entry.as_ref().is_some_and(|entry| entry.stream.is_some());

@@ -91,6 +91,8 @@ impl Inventory {
 
     /// Records one connection's stream list for the places watched on it.
     fn record_list(&self, state: &mut State, connection: &str, list: Vec<stream::Info>, asked: Instant) {
+        let names = list.iter().map(|info| info.config.name.clone()).collect();
+        state.listed.insert(connection.to_owned(), (asked, names));
         let mut found: HashMap<String, stream::Info> =
             list.into_iter().map(|info| (info.config.name.clone(), info)).collect();
         for ((place_connection, name), _) in watched_places(state) {
