@@ -204,6 +204,9 @@ struct State {
     /// Every stream name each connection's last list held (watched or not), and when
     /// that list was asked for: what creating a stream need not ask about again.
     listed: HashMap<String, (Instant, std::collections::HashSet<String>)>,
+    /// How long the last round took: at thousands of streams under load, longer than
+    /// the lag interval.
+    round_took: Duration,
     subscribers: HashMap<Kind, mpsc::UnboundedSender<String>>,
 }
 
@@ -245,6 +248,12 @@ impl Inventory {
     /// a while: callers that scale on it renew the demand as they ask.
     pub fn demand(&self, key: &str) {
         self.state().demanded.insert(key.to_owned(), Instant::now());
+    }
+
+    /// How old a stream list may be and still be planned against: a few rounds, of the
+    /// lag interval or of the time rounds really take, whichever is longer.
+    fn listing_fresh_for(&self, state: &State) -> Duration {
+        self.intervals.lag.max(state.round_took) * FRESH_FOR_INTERVALS
     }
 
     /// How old a reading of `key` may be before it is `Stale`.
@@ -323,7 +332,7 @@ impl Inventory {
     pub fn stream_info(&self, connection: &str, stream: &str) -> Option<Arc<stream::Info>> {
         let state = self.state();
         let entry = state.entries.get(&(connection.to_owned(), stream.to_owned()))?;
-        let listed = entry.listed_at.filter(|at| at.elapsed() <= self.intervals.lag * FRESH_FOR_INTERVALS)?;
+        let listed = entry.listed_at.filter(|at| at.elapsed() <= self.listing_fresh_for(&state))?;
         (entry.touched_at < Some(listed)).then(|| entry.stream.clone()).flatten()
     }
 
@@ -344,7 +353,7 @@ impl Inventory {
         let Some((at, names)) = state.listed.get(connection) else { return false };
         let place = (connection.to_owned(), stream.to_owned());
         let untouched = state.entries.get(&place).is_none_or(|entry| entry.touched_at.is_none_or(|t| t < *at));
-        at.elapsed() <= self.intervals.lag * FRESH_FOR_INTERVALS && untouched && !names.contains(stream)
+        at.elapsed() <= self.listing_fresh_for(&state) && untouched && !names.contains(stream)
     }
 
     /// A reconcile wrote to this stream or one of its consumers: what was read before

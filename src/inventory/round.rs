@@ -27,6 +27,7 @@ impl Inventory {
     /// One round: every connection's stream list (or, for one with a system account,
     /// everything it holds in one JSZ request), then the consumer lists due.
     pub async fn poll(&self) {
+        let started = Instant::now();
         let lists = {
             let state = self.state();
             let mut connections: BTreeMap<String, Reach> = BTreeMap::new();
@@ -87,6 +88,7 @@ impl Inventory {
             record_consumers(&mut state, read);
         }
         self.publish(&mut state);
+        state.round_took = started.elapsed();
     }
 
     /// Records one connection's stream list for the places watched on it.
