@@ -15,6 +15,12 @@ async fn reconciles(operator: &Operator, kind: &str) -> f64 {
     support::metric(operator.http_addr, &series).await.unwrap_or(0.0)
 }
 
+/// Rounds every half second, and no resync within a test.
+fn rounds_without_resyncs(config: &mut jetway::run::Config) {
+    config.controllers.resync = Duration::from_secs(600);
+    config.controllers.lag_interval = Duration::from_millis(500);
+}
+
 #[tokio::test]
 async fn streams_and_consumers_at_rest_are_not_reconciled_and_cost_one_list_a_round() {
     let ctx = TestContext::new("at-rest").await;
@@ -23,8 +29,7 @@ async fn streams_and_consumers_at_rest_are_not_reconciled_and_cost_one_list_a_ro
     let url = nats.url();
     let operator = Operator::start(&ctx.namespace, |config| {
         config.nats.servers = vec![url];
-        config.controllers.resync = Duration::from_secs(600);
-        config.controllers.lag_interval = Duration::from_millis(500);
+        rounds_without_resyncs(config);
     })
     .await;
     for n in 0..3 {
@@ -81,11 +86,7 @@ async fn a_streams_status_shows_messages_published_behind_its_back_within_a_roun
 async fn a_new_stream_and_its_consumer_take_at_most_two_reconciles_each() {
     let ctx = TestContext::new("few-reconciles").await;
     support::install_crds(&ctx.client).await;
-    let operator = Operator::start(&ctx.namespace, |config| {
-        config.controllers.resync = Duration::from_secs(600);
-        config.controllers.lag_interval = Duration::from_millis(500);
-    })
-    .await;
+    let operator = Operator::start(&ctx.namespace, rounds_without_resyncs).await;
     for n in 0..3 {
         let stream = ctx.unique(&format!("FEW_{n}"));
         support::stream_with_consumer(&ctx, &format!("few-{n}"), &stream, &format!("work-{n}")).await;
@@ -110,11 +111,7 @@ async fn with_a_system_account_objects_at_rest_cost_no_jetstream_request_and_the
 }
 system_account: SYS";
     let nats = NatsServer::start(&support::tools(), accounts).await.expect("a nats-server with accounts");
-    let operator = Operator::start(&ctx.namespace, |config| {
-        config.controllers.resync = Duration::from_secs(600);
-        config.controllers.lag_interval = Duration::from_millis(500);
-    })
-    .await;
+    let operator = Operator::start(&ctx.namespace, rounds_without_resyncs).await;
     let params = PatchParams::apply("jetway-tests");
     let apply = |kind: &str, name: &str, body: serde_json::Value| {
         let mut object = serde_json::json!({"apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": {"name": name}});
