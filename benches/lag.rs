@@ -208,7 +208,7 @@ async fn wide(nats: &NatsServer, js: &jetstream::Context, args: &Args) -> anyhow
                 namespace: "bench".into(),
                 connection: String::new(),
                 jetstream: js.clone(),
-            system: None,
+                system: None,
                 stream: name.clone(),
                 consumer: "worker".into(),
             };

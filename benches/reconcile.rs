@@ -208,7 +208,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  JetStream requests at idle      {:>8.1} /s   {}",
         per_second(js_before as f64, js_after as f64),
-        if args.jsz { "<= 10 with the JSZ fan-out (JSZ itself is one request a round)" } else { "<= 100 (1000 streams, 30 s resync, 100 autoscaled)" }
+        if args.jsz {
+            "<= 10 with the JSZ fan-out (JSZ itself is one request a round)"
+        } else {
+            "<= 100 (1000 streams, 30 s resync, 100 autoscaled)"
+        }
     );
     println!("  apiserver requests at idle      {:>8.1} /s", per_second(api_before, api_after));
     println!(

@@ -153,7 +153,8 @@ fn refused(error: Option<Refusal>) -> Result<(), JszError> {
 /// One view from the servers' reports: each stream and consumer as its leader (or,
 /// with none reporting, the first server) sees it.
 fn merge(reports: Vec<(String, JsInfo)>) -> Holdings {
-    let leads = |cluster: Option<&Option<String>>, server: &str| cluster.is_none_or(|leader| leader.as_deref() == Some(server));
+    let leads =
+        |cluster: Option<&Option<String>>, server: &str| cluster.is_none_or(|leader| leader.as_deref() == Some(server));
     let mut streams: HashMap<String, (bool, stream::Info)> = HashMap::new();
     let mut consumers: HashMap<(String, String), (bool, consumer::Info)> = HashMap::new();
     for (server, info) in reports {
@@ -172,7 +173,8 @@ fn merge(reports: Vec<(String, JsInfo)>) -> Holdings {
             }
         }
     }
-    let mut holdings = Holdings { streams: streams.into_values().map(|(_, info)| info).collect(), ..Default::default() };
+    let mut holdings =
+        Holdings { streams: streams.into_values().map(|(_, info)| info).collect(), ..Default::default() };
     for ((stream, _), (_, consumer)) in consumers {
         holdings.consumers.entry(stream).or_default().push(consumer);
     }

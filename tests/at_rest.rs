@@ -114,7 +114,8 @@ system_account: SYS";
     let operator = Operator::start(&ctx.namespace, rounds_without_resyncs).await;
     let params = PatchParams::apply("jetway-tests");
     let apply = |kind: &str, name: &str, body: serde_json::Value| {
-        let mut object = serde_json::json!({"apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": {"name": name}});
+        let mut object =
+            serde_json::json!({"apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": {"name": name}});
         object.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
         object
     };
@@ -126,11 +127,22 @@ system_account: SYS";
     let spec = serde_json::json!({"spec": {"servers": [nats.url()],
         "auth": {"userPassword": {"secretName": "app"}}, "systemAuth": {"userPassword": {"secretName": "sys"}}}});
     let connection = apply("NatsConnection", "held", spec);
-    ctx.api::<jetway::api::connection::NatsConnection>().patch("held", &params, &Patch::Apply(connection)).await.unwrap();
+    ctx.api::<jetway::api::connection::NatsConnection>()
+        .patch("held", &params, &Patch::Apply(connection))
+        .await
+        .unwrap();
     let name = ctx.unique("HELD");
-    let stream = apply("Stream", "held", serde_json::json!({"spec": {"name": name, "subjects": [format!("{name}.>")], "connectionRef": {"name": "held"}}}));
+    let stream = apply(
+        "Stream",
+        "held",
+        serde_json::json!({"spec": {"name": name, "subjects": [format!("{name}.>")], "connectionRef": {"name": "held"}}}),
+    );
     ctx.api::<jetway::api::stream::Stream>().patch("held", &params, &Patch::Apply(stream)).await.unwrap();
-    let consumer = apply("Consumer", "held", serde_json::json!({"spec": {"streamName": name, "durableName": "work", "connectionRef": {"name": "held"}}}));
+    let consumer = apply(
+        "Consumer",
+        "held",
+        serde_json::json!({"spec": {"streamName": name, "durableName": "work", "connectionRef": {"name": "held"}}}),
+    );
     let consumers = ctx.api::<jetway::api::consumer::Consumer>();
     consumers.patch("held", &params, &Patch::Apply(consumer)).await.unwrap();
     support::wait_all_ready(&consumers).await;

@@ -310,7 +310,8 @@ async fn mutual_tls_with_the_handshake_first_uses_a_client_certificate_from_a_se
 
 #[tokio::test]
 async fn a_late_connection_and_a_rotated_secret_reach_their_stream_without_a_resync_or_a_secret_read() {
-    let fx = Fixture::with("conn-watched", |config| config.controllers.resync = std::time::Duration::from_secs(600)).await;
+    let fx =
+        Fixture::with("conn-watched", |config| config.controllers.resync = std::time::Duration::from_secs(600)).await;
     let users = "authorization { users: [ {user: app, password: first-pw}, {user: next, password: second-pw} ] }";
     let server = NatsServer::start(&support::tools(), users).await.expect("a nats-server with users");
     let client = &fx.ctx.client;

@@ -181,7 +181,12 @@ async fn with_the_system_account_a_round_asks_the_jetstream_api_nothing_and_take
     let js = async_nats::jetstream::new(app.clone());
     for s in 0..4 {
         let name = format!("HELD_{s}");
-        let config = stream::Config { name: name.clone(), subjects: vec![format!("held.{s}")], num_replicas: 3, ..Default::default() };
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("held.{s}")],
+            num_replicas: 3,
+            ..Default::default()
+        };
         let stream = js.create_stream(config).await.unwrap();
         let durable = consumer::pull::Config { durable_name: Some("c".into()), num_replicas: 3, ..Default::default() };
         stream.create_consumer(durable).await.unwrap();
@@ -189,10 +194,8 @@ async fn with_the_system_account_a_round_asks_the_jetstream_api_nothing_and_take
             js.publish(format!("held.{s}"), "m".into()).await.unwrap().await.unwrap();
         }
     }
-    let system = async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys-pw".into())
-        .connect(urls)
-        .await
-        .unwrap();
+    let system =
+        async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys-pw".into()).connect(urls).await.unwrap();
     let access = Arc::new(jetway::jsz::SystemAccess::new(system, app));
     let inventory = Inventory::new(Arc::new(Metrics::new()), INTERVALS);
     for s in 0..4 {
@@ -223,7 +226,9 @@ async fn with_the_system_account_a_round_asks_the_jetstream_api_nothing_and_take
     assert_eq!(requests().await - before, 0, "JetStream API requests over three rounds, counted by the servers");
     for s in 0..4u64 {
         match inventory.observation(&format!("shop/c{s}")) {
-            Some(Observation::Found { lag, .. }) => assert_eq!(lag.pending, s, "HELD_{s}'s consumer, as its leader has it"),
+            Some(Observation::Found { lag, .. }) => {
+                assert_eq!(lag.pending, s, "HELD_{s}'s consumer, as its leader has it")
+            }
             other => panic!("HELD_{s}'s consumer: {other:?}"),
         }
     }

@@ -54,12 +54,7 @@ type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Named>>>>;
 
 impl Secrets {
     pub fn new(client: kube::Client) -> Self {
-        Self {
-            client,
-            watches: Mutex::default(),
-            named_by: Mutex::default(),
-            subscribers: Subscribers::default(),
-        }
+        Self { client, watches: Mutex::default(), named_by: Mutex::default(), subscribers: Subscribers::default() }
     }
 
     /// The Secrets that changed after they were first read (or first failed to be).

@@ -91,11 +91,7 @@ impl References {
 
     /// What the NatsConnection itself resolved to: its users are told when it is not
     /// what they were given. The Secrets it names are watched from now on.
-    pub async fn resolve_own(
-        &self,
-        connection: &NatsConnection,
-        user: &str,
-    ) -> Result<NatsSettings, ResolveError> {
+    pub async fn resolve_own(&self, connection: &NatsConnection, user: &str) -> Result<NatsSettings, ResolveError> {
         let namespace = connection.namespace().unwrap_or_default();
         self.secrets.named_by(user, secrets_named(&namespace, &connection.spec));
         let settings = resolve(&self.secrets, &namespace, &connection.spec).await;
@@ -107,7 +103,10 @@ impl References {
             .get(&named)
             .is_some_and(|given| *given != settings.as_ref().ok().cloned());
         if stale {
-            self.subscribers.lock().expect("connection subscribers").retain(|s| s.unbounded_send(named.clone()).is_ok());
+            self.subscribers
+                .lock()
+                .expect("connection subscribers")
+                .retain(|s| s.unbounded_send(named.clone()).is_ok());
         }
         settings
     }
