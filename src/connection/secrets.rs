@@ -48,13 +48,16 @@ pub struct Secrets {
     /// The Secrets each user (a NatsConnection's key) names.
     named_by: Mutex<HashMap<String, BTreeSet<Named>>>,
     subscribers: Subscribers,
+    /// Ends every watch: the operator stops, or loses its lease.
+    shutdown: CancellationToken,
 }
 
 type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Named>>>>;
 
 impl Secrets {
-    pub fn new(client: kube::Client) -> Self {
-        Self { client, watches: Mutex::default(), named_by: Mutex::default(), subscribers: Subscribers::default() }
+    pub fn new(client: kube::Client, shutdown: CancellationToken) -> Self {
+        let (watches, named_by, subscribers) = Default::default();
+        Self { client, watches, named_by, subscribers, shutdown }
     }
 
     /// The Secrets that changed after they were first read (or first failed to be).
@@ -107,7 +110,7 @@ impl Secrets {
             return watch.seen.clone();
         }
         let (sender, seen) = watch::channel(Seen::Nothing);
-        let stop = CancellationToken::new();
+        let stop = self.shutdown.child_token();
         let api = kube::Api::<Secret>::namespaced(self.client.clone(), &secret.0);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.1));
         tokio::spawn(follow(api, config, sender, self.subscribers.clone(), secret.clone(), stop.clone()));

@@ -135,7 +135,7 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        let references = references::References::new(client.clone());
+        let references = references::References::new(client.clone(), shutdown.child_token());
         let dead_letters = DeadLetters::new(shutdown);
         let intervals = crate::inventory::Intervals {
             lag: settings.lag_interval,

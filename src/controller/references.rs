@@ -55,9 +55,9 @@ pub struct References {
 }
 
 impl References {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, shutdown: tokio_util::sync::CancellationToken) -> Self {
         Self {
-            secrets: Secrets::new(client),
+            secrets: Secrets::new(client, shutdown),
             connections: OnceLock::new(),
             streams: OnceLock::new(),
             consumers: OnceLock::new(),
