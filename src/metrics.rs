@@ -55,6 +55,8 @@ pub struct Metrics {
     pub nats_connections: Gauge,
     /// 1 while this replica holds the leader Lease (or runs without election).
     pub leader: Gauge,
+    /// Events dropped because the queue to the apiserver was full.
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -89,6 +91,12 @@ impl Metrics {
             "1 on the replica that holds the leader Lease and writes, 0 on standbys",
             leader.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events dropped because too many were waiting to be sent",
+            events_dropped.clone(),
+        );
         let gauges = |registry: &mut Registry, name: &str, help: &str| {
             let family = Family::<ConsumerLabels, Gauge>::default();
             registry.register(name, help, family.clone());
@@ -122,6 +130,7 @@ impl Metrics {
             reconcile_duration,
             nats_connections,
             leader,
+            events_dropped,
         }
     }
 

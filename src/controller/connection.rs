@@ -166,7 +166,7 @@ async fn cleanup(connection: Arc<NatsConnection>, ctx: Arc<Context>) -> Result<A
     let users = ctx.references.users(&namespace, &connection.name_any());
     if !users.is_empty() {
         let error = ReconcileError::InUse(users.join(", "));
-        ctx.event(&*connection, true, error.reason(), error.to_string()).await;
+        ctx.event(&*connection, true, error.reason(), error.to_string());
         return Err(error);
     }
     let user = pool_user(&connection);

@@ -99,8 +99,8 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         consumer_name.as_deref().unwrap_or_default(),
         consumer.spec.stream_name
     );
-    ctx.announce(&*consumer, &what, &outcome, previous_reason).await;
-    ctx.tell_owner(&*consumer, &outcome, previous_reason).await;
+    ctx.announce(&*consumer, &what, &outcome, previous_reason);
+    ctx.tell_owner(&*consumer, &outcome, previous_reason);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = ConsumerStatus {
         observed_generation: consumer.metadata.generation,
@@ -236,7 +236,7 @@ async fn warn_of_unmatched_filters(
                 desired.stream,
                 stored.join(", ")
             );
-            ctx.event(consumer, true, "FilterMatchesNothing", note).await;
+            ctx.event(consumer, true, "FilterMatchesNothing", note);
         }
     }
 }
@@ -284,14 +284,14 @@ async fn apply_deletion_policy(
     match policy {
         DeletionPolicy::Delete => {
             jetstream::delete_consumer(js, stream, &name).await?;
-            ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}")).await;
+            ctx.event(consumer, false, "Deleted", format!("deleted the JetStream consumer {name} on {stream}"));
         }
         DeletionPolicy::Retain => {
             if let Err(err) = jetstream::put_consumer(js, stream, released_config(&report.observed), false).await {
                 tracing::warn!(consumer = %key, error = %err, "cannot remove the ownership mark from the retained consumer");
             }
             let note = format!("left the JetStream consumer {name} on {stream} on the server, without Jetway's marks");
-            ctx.event(consumer, false, "Retained", note).await;
+            ctx.event(consumer, false, "Retained", note);
         }
     }
     Ok(Action::await_change())

@@ -196,7 +196,7 @@ async fn converge_turn<K: JetStreamKind>(
             let rewritten = K::rewritten(desired, &sent, &answer);
             if !rewritten.is_empty() {
                 let note = describe(&format!("the server stored the {} in its own form", K::NOUN), &rewritten);
-                ctx.event(object, false, "ServerRewrote", note).await;
+                ctx.event(object, false, "ServerRewrote", note);
             }
             K::answers(ctx).remember(&key, asked, &answer);
             (Some(written), Ok(done))

@@ -8,6 +8,7 @@ pub mod consumer;
 mod converge;
 mod decoded;
 mod error;
+mod events;
 pub mod references;
 mod runner;
 pub mod stream;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 
@@ -121,7 +121,7 @@ pub struct Context {
     pub writes: crate::leader::WriteGate,
     /// One reconcile at a time converges a given JetStream object.
     claims: converge::Claims,
-    recorder: Recorder,
+    events: events::Events,
     failures: Mutex<HashMap<String, usize>>,
 }
 
@@ -133,8 +133,8 @@ impl Context {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let reporter = Reporter { controller: "jetway".into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "jetway".to_owned());
+        let events = events::Events::new(client.clone(), instance, metrics.events_dropped.clone());
         let references = references::References::new(client.clone(), shutdown.child_token());
         let dead_letters = DeadLetters::new(shutdown);
         let intervals = crate::inventory::Intervals {
@@ -158,7 +158,7 @@ impl Context {
             consumer_answers: Default::default(),
             writes: Default::default(),
             claims: Default::default(),
-            recorder,
+            events,
             failures: Mutex::default(),
         }
     }
@@ -285,7 +285,7 @@ impl Context {
 
     /// Events on transitions only: a change made, or a new reason for not being Ready
     /// (`previous_reason` is the Ready reason in the object's status).
-    pub async fn announce<K: Resource<DynamicType = ()>>(
+    pub fn announce<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
         what: &str,
@@ -303,7 +303,7 @@ impl Context {
             Err(e) if previous_reason == Some(e.reason()) => return,
             Err(e) => (true, e.reason(), e.to_string()),
         };
-        self.event(object, warning, reason, note).await;
+        self.event(object, warning, reason, note);
     }
 
     /// Writes `status` with server-side apply, unless it equals what is there.
@@ -329,7 +329,7 @@ impl Context {
 
     /// When `outcome` is a newly found ownership conflict, tells the owning object too
     /// (same kind, named `<namespace>/<name>` by the ownership mark), so that both say why.
-    pub async fn tell_owner<K: Resource<DynamicType = ()>>(
+    pub fn tell_owner<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
         outcome: &Result<Done, ReconcileError>,
@@ -348,31 +348,12 @@ impl Context {
             ..Default::default()
         };
         let note = format!("{} {} also declares this {what}; it is left to this object", K::kind(&()), key(object));
-        self.publish(true, "DeclaredTwice", note, &reference).await;
+        self.events.publish(reference, true, "DeclaredTwice", note);
     }
 
-    /// Publishes a Kubernetes Event about `object`; a failure to publish is logged only.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
-        self.publish(warning, reason, note, &object.object_ref(&())).await;
-    }
-
-    async fn publish(
-        &self,
-        warning: bool,
-        reason: &str,
-        note: String,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-    ) {
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(error = %err, "publishing an event");
-        }
+    /// Queues a Kubernetes Event about `object` (see [`events`]); never waits.
+    pub fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
+        self.events.publish(object.object_ref(&()), warning, reason, note);
     }
 }
 

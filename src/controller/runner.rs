@@ -190,7 +190,7 @@ where
     let conditions = crate::status::conditions(&object.conditions, &health, generation, &now);
     ctx.metrics.reconciled(kind, 0.0, Some(health.reason()));
     if conditions != object.conditions {
-        ctx.event(object, true, health.reason(), health.message().to_owned()).await;
+        ctx.event(object, true, health.reason(), health.message().to_owned());
         let resource = kube::api::ApiResource::erase::<K>(&());
         let namespace = object.namespace().unwrap_or_default();
         let api: kube::Api<kube::api::DynamicObject> =
@@ -261,21 +261,35 @@ where
 /// The object with the finalizer in place: added here, in the same reconcile that
 /// then applies the spec, rather than in one of its own that the finalizer's change
 /// would start the next. The patch holds the resourceVersion read, so a concurrent
-/// change to the finalizers fails it (and the reconcile is retried) instead of being
-/// overwritten.
+/// change to the finalizers fails it instead of being overwritten. The store can lag
+/// behind the operator's own writes (a reconcile woken before the watch delivered the
+/// finalizer the last one added): on a conflict the object is read afresh, once.
 async fn add_finalizer<K>(api: &kube::Api<K>, object: Arc<K>) -> Result<Arc<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let meta = object.meta();
-    if meta.deletion_timestamp.is_some() || object.finalizers().iter().any(|f| f == FINALIZER) {
+    let needs =
+        |object: &K| object.meta().deletion_timestamp.is_none() && !object.finalizers().iter().any(|f| f == FINALIZER);
+    let patch = |object: &K| {
+        let mut finalizers = object.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        let patch = serde_json::json!({
+            "metadata": {"finalizers": finalizers, "resourceVersion": object.meta().resource_version},
+        });
+        kube::api::Patch::Merge(patch)
+    };
+    if !needs(&object) {
         return Ok(object);
     }
-    let mut finalizers = object.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version},
-    });
-    let patched = api.patch(&object.name_any(), &Default::default(), &kube::api::Patch::Merge(patch)).await?;
-    Ok(Arc::new(patched))
+    let name = object.name_any();
+    match api.patch(&name, &Default::default(), &patch(&object)).await {
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let fresh = api.get(&name).await?;
+            if !needs(&fresh) {
+                return Ok(Arc::new(fresh));
+            }
+            Ok(Arc::new(api.patch(&name, &Default::default(), &patch(&fresh)).await?))
+        }
+        patched => Ok(Arc::new(patched?)),
+    }
 }

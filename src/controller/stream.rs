@@ -78,8 +78,8 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
     let previous = stream.status.clone().unwrap_or_default();
     let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.as_str());
     let what = format!("the JetStream stream {}", stream_name.as_deref().unwrap_or_default());
-    ctx.announce(stream, &what, &outcome, previous_reason).await;
-    ctx.tell_owner(stream, &outcome, previous_reason).await;
+    ctx.announce(stream, &what, &outcome, previous_reason);
+    ctx.tell_owner(stream, &outcome, previous_reason);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = StreamStatus {
         observed_generation: stream.metadata.generation,
@@ -255,7 +255,7 @@ async fn apply_deletion_policy(
     match policy {
         DeletionPolicy::Delete => {
             jetstream::delete_stream(js, &name).await?;
-            ctx.event(stream, false, "Deleted", format!("deleted the JetStream stream {name}")).await;
+            ctx.event(stream, false, "Deleted", format!("deleted the JetStream stream {name}"));
         }
         DeletionPolicy::Retain => {
             if let Err(err) = jetstream::update_stream(js, released_config(&report.observed)).await {
@@ -266,8 +266,7 @@ async fn apply_deletion_policy(
                 false,
                 "Retained",
                 format!("left the JetStream stream {name} and its messages on the server"),
-            )
-            .await;
+            );
         }
     }
     Ok(Action::await_change())

@@ -103,7 +103,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
             ..previous.clone()
         };
         if status.conditions != previous.conditions {
-            ctx.event(&*pool, true, health.reason(), health.message().to_owned()).await;
+            ctx.event(&*pool, true, health.reason(), health.message().to_owned());
         }
         ctx.write_status(&*pool, &previous, &status).await?;
         return Ok(ctx.resync(&key));
@@ -231,7 +231,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
                 "scaled from {current} to {replicas} replicas ({reason}, pending {})",
                 status.pending.unwrap_or(0)
             );
-            ctx.event(&*pool, false, "Scaled", note).await;
+            ctx.event(&*pool, false, "Scaled", note);
             // In whole seconds, as the apiserver keeps it: the status read back
             // then equals what is remembered, and is not written again.
             let at = Time(k8s_openapi::jiff::Timestamp::from_second(now().0.as_second()).unwrap_or(now().0));
@@ -247,7 +247,7 @@ async fn apply(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, Recon
     status.conditions = conditions(&previous.conditions, &health, pool.metadata.generation, &now());
     let previous_reason = previous.conditions.iter().find(|c| c.type_ == READY).map(|c| c.reason.clone());
     if previous_reason.as_deref() != Some(health.reason()) && matches!(health, Health::Stalled { .. }) {
-        ctx.event(&*pool, true, health.reason(), health.message().to_owned()).await;
+        ctx.event(&*pool, true, health.reason(), health.message().to_owned());
     }
     ctx.write_status(&*pool, &previous, &status).await?;
     let waiting = pool.spec.autoscaling.is_some() && !matches!(health, Health::Ready { .. });
