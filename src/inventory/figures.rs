@@ -52,7 +52,7 @@ pub struct WatchedStream {
 }
 
 /// The kinds of object a round can wake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Stream,
     Consumer,

@@ -36,10 +36,12 @@
 
 mod figures;
 mod round;
+#[cfg(test)]
+mod tests;
 
 pub use figures::{ConsumerLag, Kind, Observation, Watched, WatchedStream, read_at};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,12 +108,25 @@ impl Signature {
     }
 }
 
+/// The objects watched on one place.
+struct Watchers {
+    reach: Reach,
+    /// Consumer objects' keys, with the consumer's name on the server.
+    consumers: BTreeMap<String, String>,
+    /// Stream objects' keys.
+    streams: BTreeSet<String>,
+}
+
 #[derive(Default)]
 struct State {
     /// Keyed by the Consumer object (`<namespace>/<name>`).
     consumers: BTreeMap<String, Watched>,
     /// Keyed by the Stream object.
     streams: BTreeMap<String, WatchedStream>,
+    /// Who watches each place, and how to reach it: how a round finds a stream's
+    /// objects without going through every object. A place no one watches has no
+    /// entry either.
+    places: HashMap<Place, Watchers>,
     entries: HashMap<Place, Entry>,
     /// Consumers read every lag interval, with when they were last asked for.
     demanded: HashMap<String, Instant>,
@@ -126,6 +141,12 @@ struct State {
     /// Every stream name each connection's last list held (watched or not), and when
     /// that list was asked for: what creating a stream need not ask about again.
     listed: HashMap<String, (Instant, std::collections::HashSet<String>)>,
+    /// Places whose stream or consumers a round read otherwise than the one before:
+    /// only their objects can have news.
+    changed: std::collections::HashSet<Place>,
+    /// Objects to look at again at the next publish though their place did not
+    /// change: a status computed from something else, news held back, a new demand.
+    recheck: std::collections::HashSet<(Kind, String)>,
     /// How long the last round took: at thousands of streams under load, longer than
     /// the lag interval.
     round_took: Duration,
@@ -169,7 +190,10 @@ impl Inventory {
     /// Reads the consumer the object `key` manages every lag interval from now on, for
     /// a while: callers that scale on it renew the demand as they ask.
     pub fn demand(&self, key: &str) {
-        self.state().demanded.insert(key.to_owned(), Instant::now());
+        let mut state = self.state();
+        if state.demanded.insert(key.to_owned(), Instant::now()).is_none() {
+            state.recheck.insert((Kind::Consumer, key.to_owned()));
+        }
     }
 
     /// How old a stream list may be and still be planned against: a few rounds, of the
@@ -186,12 +210,37 @@ impl Inventory {
 
     /// Starts (or updates) watching the consumer the object `key` manages.
     pub fn watch(&self, key: &str, watched: Watched) {
-        self.state().consumers.insert(key.to_owned(), watched);
+        let mut state = self.state();
+        let place = (watched.connection.clone(), watched.stream.clone());
+        let reach = (watched.jetstream.clone(), watched.system.clone());
+        let consumer = watched.consumer.clone();
+        if let Some(old) = state.consumers.insert(key.to_owned(), watched)
+            && (&old.connection, &old.stream) != (&place.0, &place.1)
+        {
+            state.unindex(&(old.connection, old.stream), |w| {
+                w.consumers.remove(key);
+            });
+        }
+        state.index(place, reach, |w| {
+            w.consumers.insert(key.to_owned(), consumer);
+        });
     }
 
     /// Starts (or updates) watching the stream the object `key` manages.
     pub fn watch_stream(&self, key: &str, watched: WatchedStream) {
-        self.state().streams.insert(key.to_owned(), watched);
+        let mut state = self.state();
+        let place = (watched.connection.clone(), watched.stream.clone());
+        let reach = (watched.jetstream.clone(), watched.system.clone());
+        if let Some(old) = state.streams.insert(key.to_owned(), watched)
+            && (&old.connection, &old.stream) != (&place.0, &place.1)
+        {
+            state.unindex(&(old.connection, old.stream), |w| {
+                w.streams.remove(key);
+            });
+        }
+        state.index(place, reach, |w| {
+            w.streams.insert(key.to_owned());
+        });
     }
 
     /// Stops watching the consumer of `key` and removes its series.
@@ -202,16 +251,21 @@ impl Inventory {
         forget_object(&mut state, Kind::Consumer, key);
         if let Some(watched) = state.consumers.remove(key) {
             self.metrics.remove_consumer(&consumer_labels(&watched));
+            state.unindex(&(watched.connection, watched.stream), |w| {
+                w.consumers.remove(key);
+            });
         }
-        drop_unwatched(&mut state);
     }
 
     /// Stops watching the stream of `key`.
     pub fn forget_stream(&self, key: &str) {
         let mut state = self.state();
         forget_object(&mut state, Kind::Stream, key);
-        state.streams.remove(key);
-        drop_unwatched(&mut state);
+        if let Some(watched) = state.streams.remove(key) {
+            state.unindex(&(watched.connection, watched.stream), |w| {
+                w.streams.remove(key);
+            });
+        }
     }
 
     /// The stream and consumer names the object `key` manages, once it registered them.
@@ -238,7 +292,9 @@ impl Inventory {
             .collect();
         let now = Instant::now();
         for key in &selected {
-            state.demanded.insert(key.clone(), now);
+            if state.demanded.insert(key.clone(), now).is_none() {
+                state.recheck.insert((Kind::Consumer, key.clone()));
+            }
         }
         selected
             .iter()
@@ -299,7 +355,9 @@ impl Inventory {
 
     /// The object `key`'s status was just computed from what `fingerprint` stands for.
     pub fn reported(&self, kind: Kind, key: &str, fingerprint: Option<Fingerprint>) {
-        self.state().reported.insert((kind, key.to_owned()), fingerprint);
+        let mut state = self.state();
+        state.reported.insert((kind, key.to_owned()), fingerprint);
+        state.recheck.insert((kind, key.to_owned()));
     }
 
     /// Rounds until `shutdown`, one each lag interval.
@@ -319,9 +377,10 @@ impl Inventory {
 /// they wait for its stream.
 fn wake_waiting(state: &State, place: &Place) {
     let Some(subscriber) = state.subscribers.get(&Kind::Consumer) else { return };
-    for (key, watched) in &state.consumers {
+    let Some(watchers) = state.places.get(place) else { return };
+    for key in watchers.consumers.keys() {
         let found_nothing = state.reported.get(&(Kind::Consumer, key.clone())).is_some_and(Option::is_none);
-        if watched.connection == place.0 && watched.stream == place.1 && found_nothing {
+        if found_nothing {
             let _ = subscriber.unbounded_send(key.clone());
         }
     }
@@ -333,18 +392,28 @@ fn forget_object(state: &mut State, kind: Kind, key: &str) {
     state.resting.remove(&(kind, key.to_owned()));
 }
 
-/// Entries no watched object is on any more go.
-fn drop_unwatched(state: &mut State) {
-    let places: std::collections::HashSet<Place> = watched_places(state).into_keys().collect();
-    state.entries.retain(|place, _| places.contains(place));
-}
+impl State {
+    /// Records a watcher of `place`, reached through `reach` from now on.
+    fn index(&mut self, place: Place, reach: Reach, add: impl FnOnce(&mut Watchers)) {
+        let watchers = self.places.entry(place).or_insert_with(|| Watchers {
+            reach: reach.clone(),
+            consumers: BTreeMap::new(),
+            streams: BTreeSet::new(),
+        });
+        watchers.reach = reach;
+        add(watchers);
+    }
 
-/// Every place something is watched on, with a client to read it through.
-fn watched_places(state: &State) -> HashMap<Place, Reach> {
-    let streams = state.streams.values().map(|w| ((w.connection.clone(), w.stream.clone()), (&w.jetstream, &w.system)));
-    let consumers =
-        state.consumers.values().map(|w| ((w.connection.clone(), w.stream.clone()), (&w.jetstream, &w.system)));
-    streams.chain(consumers).map(|(place, (js, system))| (place, (js.clone(), system.clone()))).collect()
+    /// Removes a watcher of `place`; a place no one watches any more goes, with what
+    /// the rounds knew of it.
+    fn unindex(&mut self, place: &Place, remove: impl FnOnce(&mut Watchers)) {
+        let Some(watchers) = self.places.get_mut(place) else { return };
+        remove(watchers);
+        if watchers.consumers.is_empty() && watchers.streams.is_empty() {
+            self.places.remove(place);
+            self.entries.remove(place);
+        }
+    }
 }
 
 /// How a round reaches a connection: its JetStream API, and its system account if any.

@@ -1,6 +1,6 @@
 //! One round: the stream lists, the consumer lists that are due, and what they change.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{
     ConsumerLag, Entry, Fingerprint, Inventory, Kind, MAX_READS_IN_FLIGHT, Place, Reach, Signature, State,
-    consumer_labels, observe, watched_places,
+    consumer_labels, observe,
 };
 use crate::jetstream::{ConsumerReport, StreamReport};
 use crate::metrics::StreamLabels;
@@ -31,8 +31,8 @@ impl Inventory {
         let lists = {
             let state = self.state();
             let mut connections: BTreeMap<String, Reach> = BTreeMap::new();
-            for ((connection, _), reach) in watched_places(&state) {
-                connections.entry(connection).or_insert(reach);
+            for ((connection, _), watchers) in &state.places {
+                connections.entry(connection.clone()).or_insert_with(|| watchers.reach.clone());
             }
             connections
         };
@@ -97,11 +97,9 @@ impl Inventory {
         state.listed.insert(connection.to_owned(), (asked, names));
         let mut found: HashMap<String, stream::Info> =
             list.into_iter().map(|info| (info.config.name.clone(), info)).collect();
-        for ((place_connection, name), _) in watched_places(state) {
-            if place_connection != connection {
-                continue;
-            }
-            let place = (place_connection, name.clone());
+        let places: Vec<Place> = state.places.keys().filter(|(c, _)| c == connection).cloned().collect();
+        for place in places {
+            let name = place.1.clone();
             let entry = state.entries.entry(place.clone()).or_default();
             let appeared = entry.stream.is_none() && found.contains_key(&name);
             let listed = found.remove(&name).map(Arc::new);
@@ -113,8 +111,16 @@ impl Inventory {
                 continue;
             }
             entry.left_out = false;
+            let moved = match (&entry.stream, &listed) {
+                (Some(before), Some(now)) => !same_stream(before, now),
+                (None, None) => entry.listed_at.is_none(),
+                _ => true,
+            };
             entry.stream = listed;
             entry.listed_at = Some(asked);
+            if moved {
+                state.changed.insert(place.clone());
+            }
             if entry.stream.is_none() {
                 entry.consumers.clear();
             }
@@ -130,16 +136,18 @@ impl Inventory {
     fn due(&self, state: &mut State, read_whole: &HashSet<String>) -> Vec<(Place, jetstream::Context)> {
         let lapse = self.intervals.metrics * super::DEMAND_FOR_INTERVALS;
         state.demanded.retain(|_, at| at.elapsed() < lapse);
-        let mut places: HashMap<Place, (jetstream::Context, bool)> = HashMap::new();
-        for (key, watched) in &state.consumers {
-            let place = places
-                .entry((watched.connection.clone(), watched.stream.clone()))
-                .or_insert_with(|| (watched.jetstream.clone(), false));
-            place.1 |= state.demanded.contains_key(key);
-        }
+        let places: Vec<(Place, jetstream::Context, bool)> = state
+            .places
+            .iter()
+            .filter(|(_, watchers)| !watchers.consumers.is_empty())
+            .map(|(place, watchers)| {
+                let demanded = watchers.consumers.keys().any(|key| state.demanded.contains_key(key));
+                (place.clone(), watchers.reach.0.clone(), demanded)
+            })
+            .collect();
         let intervals = self.intervals;
         let mut due = Vec::new();
-        for (place, (js, demanded)) in places {
+        for (place, js, demanded) in places {
             if read_whole.contains(&place.0) {
                 continue;
             }
@@ -168,54 +176,75 @@ impl Inventory {
         due
     }
 
-    /// Sets the series of everything watched, and wakes what changed.
+    /// Sets the series of what this round read otherwise than the last, and wakes
+    /// what changed: the objects of the places that changed, and those held over
+    /// (`recheck`). A round that finds nothing new costs nothing per object.
     fn publish(&self, state: &mut State) {
+        let changed: Vec<Place> = state.changed.drain().collect();
+        let mut keys: BTreeSet<(Kind, String)> = state.recheck.drain().collect();
         // One stream, read once: its gauges once per namespace that watches it.
-        let places = state.consumers.values().map(|w| (&w.namespace, &w.connection, &w.stream));
-        let places = places.chain(state.streams.values().map(|w| (&w.namespace, &w.connection, &w.stream)));
-        let mut set = std::collections::HashSet::new();
-        for (namespace, connection, stream) in places {
-            let entry = state.entries.get(&(connection.clone(), stream.clone()));
-            if let Some(info) = entry.and_then(|e| e.stream.as_deref())
-                && set.insert((namespace, stream))
-            {
-                let labels = StreamLabels { namespace: namespace.clone(), stream: stream.clone() };
-                self.metrics.set_stream(&labels, info.state.messages, info.state.bytes);
+        let mut set = HashSet::new();
+        for place in &changed {
+            let Some(watchers) = state.places.get(place) else { continue };
+            keys.extend(watchers.consumers.keys().map(|key| (Kind::Consumer, key.clone())));
+            keys.extend(watchers.streams.iter().map(|key| (Kind::Stream, key.clone())));
+            let Some(info) = state.entries.get(place).and_then(|e| e.stream.as_deref()) else { continue };
+            let namespaces = watchers.consumers.keys().filter_map(|key| state.consumers.get(key).map(|w| &w.namespace));
+            let namespaces = namespaces
+                .chain(watchers.streams.iter().filter_map(|key| state.streams.get(key).map(|w| &w.namespace)));
+            for namespace in namespaces {
+                if set.insert((namespace.clone(), place.1.clone())) {
+                    let labels = StreamLabels { namespace: namespace.clone(), stream: place.1.clone() };
+                    self.metrics.set_stream(&labels, info.state.messages, info.state.bytes);
+                }
             }
         }
         let mut candidates: Vec<(Kind, String, Option<Fingerprint>)> = Vec::new();
         let mut lag_moved = Vec::new();
-        for (key, watched) in &state.consumers {
-            let labels = consumer_labels(watched);
-            match observe(state, key) {
-                Some(super::Observation::Found { lag, .. }) => self.metrics.set_consumer(&labels, &lag),
-                Some(super::Observation::Missing { .. }) => self.metrics.remove_consumer(&labels),
-                _ => {}
-            }
-            let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
-            let Some(entry) = entry.filter(|e| e.consumers_read_at.is_some() || e.stream.is_none()) else { continue };
-            let info = entry.consumers.get(&watched.consumer);
-            let now = info.map(|info| ConsumerReport::from(&**info).fingerprint());
-            candidates.push((Kind::Consumer, key.clone(), now));
-            if let Some(info) = info
-                && state.demanded.contains_key(key)
-            {
-                let lag = ConsumerLag::from(&**info);
-                if state.announced.get(key) != Some(&(lag.pending, lag.ack_pending)) {
-                    lag_moved.push((key.clone(), (lag.pending, lag.ack_pending)));
+        for (kind, key) in keys {
+            match kind {
+                Kind::Consumer => {
+                    let Some(watched) = state.consumers.get(&key) else { continue };
+                    let labels = consumer_labels(watched);
+                    match observe(state, &key) {
+                        Some(super::Observation::Found { lag, .. }) => self.metrics.set_consumer(&labels, &lag),
+                        Some(super::Observation::Missing { .. }) => self.metrics.remove_consumer(&labels),
+                        _ => {}
+                    }
+                    let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
+                    let Some(entry) = entry.filter(|e| e.consumers_read_at.is_some() || e.stream.is_none()) else {
+                        continue;
+                    };
+                    let info = entry.consumers.get(&watched.consumer);
+                    let now = info.map(|info| ConsumerReport::from(&**info).fingerprint());
+                    if let Some(info) = info
+                        && state.demanded.contains_key(&key)
+                    {
+                        let lag = ConsumerLag::from(&**info);
+                        if state.announced.get(&key) != Some(&(lag.pending, lag.ack_pending)) {
+                            lag_moved.push((key.clone(), (lag.pending, lag.ack_pending)));
+                        }
+                    }
+                    candidates.push((Kind::Consumer, key, now));
                 }
+                Kind::Stream => {
+                    let Some(watched) = state.streams.get(&key) else { continue };
+                    let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
+                    let Some(entry) = entry.filter(|e| e.listed_at.is_some()) else { continue };
+                    let now = entry.stream.as_deref().map(|info| StreamReport::from(info).fingerprint());
+                    candidates.push((Kind::Stream, key, now));
+                }
+                Kind::Lag => {}
             }
-        }
-        for (key, watched) in &state.streams {
-            let entry = state.entries.get(&(watched.connection.clone(), watched.stream.clone()));
-            let Some(entry) = entry.filter(|e| e.listed_at.is_some()) else { continue };
-            let now = entry.stream.as_deref().map(|info| StreamReport::from(info).fingerprint());
-            candidates.push((Kind::Stream, key.clone(), now));
         }
         for (kind, key, now) in candidates {
+            let differs = state.reported.get(&(kind, key.clone())).is_some_and(|reported| *reported != now);
             if news(state, kind, &key, now, self.intervals.metrics) {
                 state.woken.insert((kind, key.clone()), Instant::now());
                 send(state, kind, key);
+            } else if differs {
+                // Figures held back for the metrics interval: looked at again next round.
+                state.recheck.insert((kind, key));
             }
         }
         for (key, lag) in lag_moved {
@@ -225,18 +254,29 @@ impl Inventory {
     }
 }
 
+/// Whether two reads of a stream show the same configuration and state: what a
+/// status and the gauges are made of.
+fn same_stream(a: &stream::Info, b: &stream::Info) -> bool {
+    a.config == b.config && a.state == b.state
+}
+
+/// Whether two reads of a consumer show the same configuration and figures.
+fn same_consumer(a: &consumer::Info, b: &consumer::Info) -> bool {
+    a.config == b.config
+        && (a.num_pending, a.num_ack_pending, a.num_redelivered, a.num_waiting)
+            == (b.num_pending, b.num_ack_pending, b.num_redelivered, b.num_waiting)
+        && a.delivered.stream_sequence == b.delivered.stream_sequence
+        && a.ack_floor.stream_sequence == b.ack_floor.stream_sequence
+}
+
 /// Whether a watched consumer of the entry had messages pending or in flight.
 fn in_flight(entry: &Entry) -> bool {
     entry.consumers.values().any(|info| info.num_pending > 0 || info.num_ack_pending > 0)
 }
 
 fn record_consumers(state: &mut State, (place, read, asked): ConsumerRead) {
-    let watched: std::collections::HashSet<&str> = state
-        .consumers
-        .values()
-        .filter(|w| w.connection == place.0 && w.stream == place.1)
-        .map(|w| w.consumer.as_str())
-        .collect();
+    let watched: HashSet<&str> =
+        state.places.get(&place).map(|w| w.consumers.values().map(String::as_str).collect()).unwrap_or_default();
     let infos = match read {
         Ok(infos) => infos,
         Err(error) => {
@@ -244,12 +284,20 @@ fn record_consumers(state: &mut State, (place, read, asked): ConsumerRead) {
             return;
         }
     };
-    let consumers = infos
+    let consumers: HashMap<String, Arc<consumer::Info>> = infos
         .into_iter()
         .filter(|info| watched.contains(info.name.as_str()))
         .map(|info| (info.name.clone(), Arc::new(info)))
         .collect();
     let Some(entry) = state.entries.get_mut(&place) else { return };
+    let moved = entry.consumers_read_at.is_none()
+        || entry.consumers.len() != consumers.len()
+        || consumers
+            .iter()
+            .any(|(name, now)| entry.consumers.get(name).is_none_or(|before| !same_consumer(before, now)));
+    if moved {
+        state.changed.insert(place);
+    }
     entry.consumers = consumers;
     entry.consumers_read_at = Some(asked);
     entry.confirmed_at = Some(asked);
@@ -265,7 +313,7 @@ fn record_holdings(
     asked: Instant,
 ) {
     let places: Vec<Place> =
-        watched_places(state).into_keys().filter(|(c, stream)| c == connection && listed.contains(stream)).collect();
+        state.places.keys().filter(|(c, stream)| c == connection && listed.contains(stream)).cloned().collect();
     for place in places {
         let read = consumers.remove(&place.1).unwrap_or_default();
         if let Some(entry) = state.entries.get_mut(&place) {
