@@ -167,7 +167,9 @@ async fn main() -> anyhow::Result<()> {
     let idle = Duration::from_secs(args.idle_seconds);
     let (js_before, (api_before, writes_before)) =
         (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
+    let cpu_before = cpu_ticks(pid)?;
     tokio::time::sleep(idle).await;
+    let cpu_at_idle = (cpu_ticks(pid)? - cpu_before) as f64 / TICKS_PER_SECOND / idle.as_secs_f64();
     let (js_after, (api_after, writes_after)) =
         (common::jetstream_requests(&monitor).await?, common::apiserver_requests(&client).await?);
     let per_second = |before: f64, after: f64| (after - before) / idle.as_secs_f64();
@@ -178,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let writes_per_second = idle_writes.iter().map(|(_, n)| n).sum::<f64>() / idle.as_secs_f64();
     let peak_rss_kib = peak_rss_kib(pid)?;
+    let (rss_kib, anonymous_kib) = rss_now_kib(pid)?;
     operator.kill().await.ok();
 
     // Leave the server as it was.
@@ -223,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
     for (what, n) in &idle_writes {
         println!("      {what:<40} {n:>6.0}");
     }
+    println!("  operator CPU at idle            {:>8.1} %   of one core", cpu_at_idle * 100.0);
     println!("  reconciles until Ready          {:>8.2} /object   <= 2", reconciled / (objects + pools_n) as f64);
     println!("      {by_kind}");
     println!("  apiserver writes until Ready, by the bench's applies and the operator:");
@@ -245,6 +249,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let rss_target = if objects <= 2000 { "<= 36 MiB" } else { "<= 150 MiB" };
     println!("  operator peak RSS               {:>8.1} MiB   {rss_target}", peak_rss_kib as f64 / 1024.0);
+    println!(
+        "      at idle {:.1} MiB: {:.1} MiB heap and stacks, {:.1} MiB file pages (the binary's code)",
+        rss_kib as f64 / 1024.0,
+        anonymous_kib as f64 / 1024.0,
+        (rss_kib - anonymous_kib) as f64 / 1024.0
+    );
     println!(
         "  reference: async-nats directly  {:>8.2} s   (same streams and consumers, {} in flight)",
         reference.as_secs_f64(),
@@ -323,7 +333,28 @@ async fn reconciles_by_kind(port: u16) -> anyhow::Result<String> {
 
 /// The high-water mark of the process's resident memory, from /proc.
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    proc_kib(pid, "status", "VmHWM:")
+}
+
+/// What the process holds resident now: in all, and of it anonymous (the heap and
+/// stacks); the rest is file pages, mostly the binary's own code.
+fn rss_now_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    Ok((proc_kib(pid, "smaps_rollup", "Rss:")?, proc_kib(pid, "smaps_rollup", "Anonymous:")?))
+}
+
+/// Clock ticks per second in /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The CPU time the process has used, user and system, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("a stat line")?.1.split_whitespace().collect();
+    Ok(fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?)
+}
+
+fn proc_kib(pid: u32, file: &str, field: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join(file))?;
+    let line = text.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} in {file}"))?;
     Ok(line.split_whitespace().nth(1).context("a number")?.parse()?)
 }
