@@ -181,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let writes_per_second = idle_writes.iter().map(|(_, n)| n).sum::<f64>() / idle.as_secs_f64();
     let peak_rss_kib = peak_rss_kib(pid)?;
     let (rss_kib, anonymous_kib) = rss_now_kib(pid)?;
+    let events_dropped = summed(port, "jetway_events_dropped_total ").await?;
     operator.kill().await.ok();
 
     // Leave the server as it was.
@@ -229,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  operator CPU at idle            {:>8.1} %   of one core", cpu_at_idle * 100.0);
     println!("  reconciles until Ready          {:>8.2} /object   <= 2", reconciled / (objects + pools_n) as f64);
     println!("      {by_kind}");
+    println!("  Events dropped (queue full)     {events_dropped:>8.0}");
     println!("  apiserver writes until Ready, by the bench's applies and the operator:");
     for (what, after) in &writes_at_ready {
         let n = after - writes_at_start.get(what).copied().unwrap_or(0.0);
@@ -311,12 +313,13 @@ async fn reference(
 
 /// The sum of `jetway_reconciles_total` over kinds.
 async fn reconciles(port: u16) -> anyhow::Result<f64> {
+    summed(port, "jetway_reconciles_total{").await
+}
+
+/// The sum of the operator's series whose line starts with `prefix`.
+async fn summed(port: u16, prefix: &str) -> anyhow::Result<f64> {
     let text = common::metrics(port).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("jetway_reconciles_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    Ok(text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
 }
 
 /// `jetway_reconciles_total` per kind and `jetway_reconcile_errors_total` per kind and

@@ -238,3 +238,65 @@ async fn with_the_system_account_a_round_asks_the_jetstream_api_nothing_and_take
     inventory.poll().await;
     assert!(matches!(inventory.observation("shop/c3"), Some(Observation::Missing { .. })));
 }
+
+/// Past four pages of streams, the list is paced to four pages a round on average;
+/// a consumer that drives scaling is still read each round, through its stream's
+/// info, and its moves are seen at the next round.
+#[tokio::test]
+async fn thousands_of_streams_are_listed_at_a_pace_and_scaling_consumers_stay_fresh() {
+    use futures::StreamExt;
+    let nats = NatsServer::start(&support::tools(), "").await.expect("a nats-server");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    const STREAMS: usize = 2100; // 9 pages: one list every 3 rounds
+    futures::stream::iter(0..STREAMS)
+        .for_each_concurrent(32, |s| {
+            let js = js.clone();
+            async move {
+                let config =
+                    stream::Config { name: format!("P{s}"), subjects: vec![format!("p{s}.>")], ..Default::default() };
+                js.create_stream(config).await.unwrap();
+            }
+        })
+        .await;
+    let intervals = Intervals { lag: Duration::from_millis(300), ..INTERVALS };
+    let poller = Inventory::new(Arc::new(Metrics::new()), intervals);
+    for (key, name) in [("shop/scaled", "P7"), ("shop/other", "P8")] {
+        let stream = js.get_stream(name).await.unwrap();
+        stream
+            .create_consumer(consumer::pull::Config { durable_name: Some("c".into()), ..Default::default() })
+            .await
+            .unwrap();
+        let watched = Watched {
+            namespace: "shop".into(),
+            connection: String::new(),
+            jetstream: js.clone(),
+            system: None,
+            stream: name.into(),
+            consumer: "c".into(),
+        };
+        poller.watch(key, watched);
+    }
+    poller.demand("shop/scaled");
+    poller.poll().await;
+
+    let before = support::jetstream_requests(&nats).await;
+    const ROUNDS: u64 = 9;
+    for _ in 0..ROUNDS {
+        tokio::time::sleep(intervals.lag).await;
+        poller.poll().await;
+    }
+    let asked = support::jetstream_requests(&nats).await - before;
+    // Unpaced: 9 pages a round. Paced: about 3 lists of 9 pages, and one stream info
+    // in each of the other rounds.
+    assert!(asked <= 5 * 9 + ROUNDS, "{asked} requests in {ROUNDS} rounds: the list is not paced");
+    assert!(asked >= 2 * 9, "{asked} requests in {ROUNDS} rounds: the list is not read at all");
+
+    js.publish("p7.order", "o".into()).await.unwrap().await.unwrap();
+    tokio::time::sleep(intervals.lag).await;
+    poller.poll().await;
+    assert!(
+        matches!(poller.observation("shop/scaled"), Some(Observation::Found { lag, .. }) if lag.pending == 1),
+        "a scaling consumer's move is read at the next round, list or not: {:?}",
+        poller.observation("shop/scaled")
+    );
+}
