@@ -119,14 +119,8 @@ pub fn hash(value: &impl serde::Serialize) -> u64 {
 
 /// The stream's report, or `None` when the server has no stream of that name.
 pub async fn observe_stream(js: &Context, name: &str) -> Result<Option<StreamReport>, JetStreamError> {
-    Ok(stream_info(js, name).await?.as_ref().map(StreamReport::from))
-}
-
-/// The stream as the server reports it (one STREAM.INFO), or `None` when it has no
-/// stream of that name.
-pub async fn stream_info(js: &Context, name: &str) -> Result<Option<Info>, JetStreamError> {
     match js.get_stream(name).await {
-        Ok(stream) => Ok(Some(stream.cached_info().clone())),
+        Ok(stream) => Ok(Some(StreamReport::from(stream.cached_info()))),
         Err(err) => match err.kind() {
             GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(None),
             GetStreamErrorKind::JetStream(e) => Err(JetStreamError::refused(&e)),

@@ -5,11 +5,7 @@
 //! a consumer also while it waits for its stream, which wakes it when it appears)
 //! and drop it when they go (`forget_stream`, `forget`). Each lag interval (1 s) a
 //! round asks every connection for its stream list: one request per 256 streams, each
-//! answer with the stream's configuration and state. Past four pages (1 024 streams)
-//! the list is paced to four pages a round on average (at 10 000 streams, one list
-//! every 10 s), and between lists a round reads the streams of consumers that drive
-//! scaling one by one, so that their figures stay a lag interval fresh while the cost
-//! of the rest stops growing with their number. A stream's consumer list (one
+//! answer with the stream's configuration and state. A stream's consumer list (one
 //! request per 256 consumers, each figure from the consumer's leader) is read only
 //! when its figures can have moved:
 //!
@@ -59,10 +55,6 @@ use crate::metrics::{ConsumerLabels, Metrics};
 
 /// How many intervals a reading stays good for.
 const FRESH_FOR_INTERVALS: u32 = 3;
-/// Streams per page of a stream list (the server's).
-const LIST_PAGE: usize = 256;
-/// Stream list pages a round asks for, on average, per connection.
-const LIST_PAGES_PER_ROUND: usize = 4;
 /// Requests in flight at once: a round must not burst thousands at a server.
 const MAX_READS_IN_FLIGHT: usize = 64;
 /// How many metrics intervals a demand lasts unrenewed: past the HPA's 15 s sync
@@ -204,26 +196,10 @@ impl Inventory {
         }
     }
 
-    /// How often `connection`'s streams are listed: each lag interval up to
-    /// [`LIST_PAGES_PER_ROUND`] pages, and so much less often beyond that a list costs
-    /// that many pages a round on average, whatever the number of streams.
-    fn list_every(&self, state: &State, connection: &str) -> Duration {
-        let streams = state.listed.get(connection).map_or(0, |(_, names)| names.len());
-        let rounds = streams.div_ceil(LIST_PAGE * LIST_PAGES_PER_ROUND).max(1);
-        self.intervals.lag * u32::try_from(rounds).unwrap_or(u32::MAX)
-    }
-
-    /// Whether `connection`'s stream list is due this round.
-    fn list_due(&self, state: &State, connection: &str) -> bool {
-        let every = self.list_every(state, connection);
-        state.listed.get(connection).is_none_or(|(at, _)| at.elapsed() + self.intervals.lag / 2 >= every)
-    }
-
-    /// How old a stream list of `connection` may be and still be planned against: a
-    /// few lists, at the pace they are asked for or that rounds really take,
-    /// whichever is slower.
-    fn listing_fresh_for(&self, state: &State, connection: &str) -> Duration {
-        self.list_every(state, connection).max(state.round_took) * FRESH_FOR_INTERVALS
+    /// How old a stream list may be and still be planned against: a few rounds, of the
+    /// lag interval or of the time rounds really take, whichever is longer.
+    fn listing_fresh_for(&self, state: &State) -> Duration {
+        self.intervals.lag.max(state.round_took) * FRESH_FOR_INTERVALS
     }
 
     /// How old a reading of `key` may be before it is `Stale`.
@@ -334,7 +310,7 @@ impl Inventory {
     pub fn stream_info(&self, connection: &str, stream: &str) -> Option<Arc<stream::Info>> {
         let state = self.state();
         let entry = state.entries.get(&(connection.to_owned(), stream.to_owned()))?;
-        let listed = entry.listed_at.filter(|at| at.elapsed() <= self.listing_fresh_for(&state, connection))?;
+        let listed = entry.listed_at.filter(|at| at.elapsed() <= self.listing_fresh_for(&state))?;
         (entry.touched_at < Some(listed)).then(|| entry.stream.clone()).flatten()
     }
 
@@ -355,7 +331,7 @@ impl Inventory {
         let Some((at, names)) = state.listed.get(connection) else { return false };
         let place = (connection.to_owned(), stream.to_owned());
         let untouched = state.entries.get(&place).is_none_or(|entry| entry.touched_at.is_none_or(|t| t < *at));
-        at.elapsed() <= self.listing_fresh_for(&state, connection) && untouched && !names.contains(stream)
+        at.elapsed() <= self.listing_fresh_for(&state) && untouched && !names.contains(stream)
     }
 
     /// A reconcile wrote to this stream or one of its consumers: what was read before

@@ -24,31 +24,17 @@ enum Read {
 type ConsumerRead = (Place, anyhow::Result<Vec<consumer::Info>>, Instant);
 
 impl Inventory {
-    /// One round: every connection's stream list when it is due (or, for one with a
-    /// system account, everything it holds in one JSZ request), the streams of
-    /// demanded consumers on the others, then the consumer lists due.
+    /// One round: every connection's stream list (or, for one with a system account,
+    /// everything it holds in one JSZ request), then the consumer lists due.
     pub async fn poll(&self) {
         let started = Instant::now();
-        let (lists, singles) = {
+        let lists = {
             let state = self.state();
             let mut connections: BTreeMap<String, Reach> = BTreeMap::new();
             for ((connection, _), watchers) in &state.places {
                 connections.entry(connection.clone()).or_insert_with(|| watchers.reach.clone());
             }
-            let (lists, paced): (BTreeMap<String, Reach>, BTreeMap<String, Reach>) = connections
-                .into_iter()
-                .partition(|(connection, (_, system))| system.is_some() || self.list_due(&state, connection));
-            // Between a large connection's lists, what drives scaling is still read each round.
-            let singles: Vec<(Place, jetstream::Context)> = state
-                .places
-                .iter()
-                .filter(|(place, watchers)| {
-                    paced.contains_key(&place.0)
-                        && watchers.consumers.keys().any(|key| state.demanded.contains_key(key))
-                })
-                .map(|(place, watchers)| (place.clone(), watchers.reach.0.clone()))
-                .collect();
-            (lists, singles)
+            connections
         };
         let wait = self.intervals.lag;
         let lists = futures::stream::iter(lists)
@@ -66,26 +52,9 @@ impl Inventory {
             .buffer_unordered(MAX_READS_IN_FLIGHT)
             .collect::<Vec<_>>()
             .await;
-        let singles = futures::stream::iter(singles)
-            .map(|(place, js)| async move {
-                let asked = Instant::now();
-                let read = crate::jetstream::stream_info(&js, &place.1).await;
-                (place, read, asked)
-            })
-            .buffer_unordered(MAX_READS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await;
         let due = {
             let mut state = self.state();
             let mut read_whole = HashSet::new();
-            for (place, read, asked) in singles {
-                match read {
-                    // Forgotten meanwhile: nothing to record it for.
-                    Ok(_) if !state.places.contains_key(&place) => {}
-                    Ok(info) => record_stream(&mut state, place, info.map(Arc::new), asked, true),
-                    Err(error) => tracing::debug!(stream = %place.1, %error, "reading the stream failed"),
-                }
-            }
             for (connection, read, asked) in lists {
                 match read {
                     Ok(Read::List(list)) => self.record_list(&mut state, &connection, list, asked),
@@ -130,8 +99,34 @@ impl Inventory {
             list.into_iter().map(|info| (info.config.name.clone(), info)).collect();
         let places: Vec<Place> = state.places.keys().filter(|(c, _)| c == connection).cloned().collect();
         for place in places {
-            let listed = found.remove(&place.1).map(Arc::new);
-            record_stream(state, place, listed, asked, false);
+            let name = place.1.clone();
+            let entry = state.entries.entry(place.clone()).or_default();
+            let appeared = entry.stream.is_none() && found.contains_key(&name);
+            let listed = found.remove(&name).map(Arc::new);
+            // The list is paged by offset: a stream made or deleted meanwhile shifts the
+            // pages, and another may fall between two. So a stream is gone only when two
+            // lists in a row leave it out; until then its last word stands, ageing.
+            if listed.is_none() && entry.stream.is_some() && !entry.left_out {
+                entry.left_out = true;
+                continue;
+            }
+            entry.left_out = false;
+            let moved = match (&entry.stream, &listed) {
+                (Some(before), Some(now)) => !same_stream(before, now),
+                (None, None) => entry.listed_at.is_none(),
+                _ => true,
+            };
+            entry.stream = listed;
+            entry.listed_at = Some(asked);
+            if moved {
+                state.changed.insert(place.clone());
+            }
+            if entry.stream.is_none() {
+                entry.consumers.clear();
+            }
+            if appeared {
+                super::wake_waiting(state, &place);
+            }
         }
     }
 
@@ -272,37 +267,6 @@ fn same_consumer(a: &consumer::Info, b: &consumer::Info) -> bool {
             == (b.num_pending, b.num_ack_pending, b.num_redelivered, b.num_waiting)
         && a.delivered.stream_sequence == b.delivered.stream_sequence
         && a.ack_floor.stream_sequence == b.ack_floor.stream_sequence
-}
-
-/// Records what a read said of one place's stream; `definitive` when the read asked
-/// for this stream by name, so that its absence is sure.
-fn record_stream(state: &mut State, place: Place, read: Option<Arc<stream::Info>>, asked: Instant, definitive: bool) {
-    let entry = state.entries.entry(place.clone()).or_default();
-    let appeared = entry.stream.is_none() && read.is_some();
-    // The list is paged by offset: a stream made or deleted meanwhile shifts the pages,
-    // and another may fall between two. So a stream is gone only when two lists in a
-    // row leave it out; until then its last word stands, ageing.
-    if !definitive && read.is_none() && entry.stream.is_some() && !entry.left_out {
-        entry.left_out = true;
-        return;
-    }
-    entry.left_out = false;
-    let moved = match (&entry.stream, &read) {
-        (Some(before), Some(now)) => !same_stream(before, now),
-        (None, None) => entry.listed_at.is_none(),
-        _ => true,
-    };
-    entry.stream = read;
-    entry.listed_at = Some(asked);
-    if entry.stream.is_none() {
-        entry.consumers.clear();
-    }
-    if moved {
-        state.changed.insert(place.clone());
-    }
-    if appeared {
-        super::wake_waiting(state, &place);
-    }
 }
 
 /// Whether a watched consumer of the entry had messages pending or in flight.
