@@ -35,13 +35,15 @@
 //! most once per metrics interval.
 
 mod figures;
+mod places;
 mod round;
 #[cfg(test)]
 mod tests;
 
 pub use figures::{ConsumerLag, Kind, Observation, Watched, WatchedStream, read_at};
+use places::{Watcher, Watchers, place_and_reach};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,15 +108,6 @@ impl Signature {
             consumers: info.state.consumer_count,
         })
     }
-}
-
-/// The objects watched on one place.
-struct Watchers {
-    reach: Reach,
-    /// Consumer objects' keys, with the consumer's name on the server.
-    consumers: BTreeMap<String, String>,
-    /// Stream objects' keys.
-    streams: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -190,10 +183,7 @@ impl Inventory {
     /// Reads the consumer the object `key` manages every lag interval from now on, for
     /// a while: callers that scale on it renew the demand as they ask.
     pub fn demand(&self, key: &str) {
-        let mut state = self.state();
-        if state.demanded.insert(key.to_owned(), Instant::now()).is_none() {
-            state.recheck.insert((Kind::Consumer, key.to_owned()));
-        }
+        self.state().demand(key, Instant::now());
     }
 
     /// How old a stream list may be and still be planned against: a few rounds, of the
@@ -211,36 +201,18 @@ impl Inventory {
     /// Starts (or updates) watching the consumer the object `key` manages.
     pub fn watch(&self, key: &str, watched: Watched) {
         let mut state = self.state();
-        let place = (watched.connection.clone(), watched.stream.clone());
-        let reach = (watched.jetstream.clone(), watched.system.clone());
-        let consumer = watched.consumer.clone();
-        if let Some(old) = state.consumers.insert(key.to_owned(), watched)
-            && (&old.connection, &old.stream) != (&place.0, &place.1)
-        {
-            state.unindex(&(old.connection, old.stream), |w| {
-                w.consumers.remove(key);
-            });
-        }
-        state.index(place, reach, |w| {
-            w.consumers.insert(key.to_owned(), consumer);
-        });
+        let (place, reach) = place_and_reach(&watched.connection, &watched.stream, &watched.jetstream, &watched.system);
+        let watcher = Watcher::Consumer(key, watched.consumer.clone());
+        let before = state.consumers.insert(key.to_owned(), watched).map(|old| (old.connection, old.stream));
+        state.rewatch(before, place, reach, watcher);
     }
 
     /// Starts (or updates) watching the stream the object `key` manages.
     pub fn watch_stream(&self, key: &str, watched: WatchedStream) {
         let mut state = self.state();
-        let place = (watched.connection.clone(), watched.stream.clone());
-        let reach = (watched.jetstream.clone(), watched.system.clone());
-        if let Some(old) = state.streams.insert(key.to_owned(), watched)
-            && (&old.connection, &old.stream) != (&place.0, &place.1)
-        {
-            state.unindex(&(old.connection, old.stream), |w| {
-                w.streams.remove(key);
-            });
-        }
-        state.index(place, reach, |w| {
-            w.streams.insert(key.to_owned());
-        });
+        let (place, reach) = place_and_reach(&watched.connection, &watched.stream, &watched.jetstream, &watched.system);
+        let before = state.streams.insert(key.to_owned(), watched).map(|old| (old.connection, old.stream));
+        state.rewatch(before, place, reach, Watcher::Stream(key));
     }
 
     /// Stops watching the consumer of `key` and removes its series.
@@ -251,9 +223,7 @@ impl Inventory {
         forget_object(&mut state, Kind::Consumer, key);
         if let Some(watched) = state.consumers.remove(key) {
             self.metrics.remove_consumer(&consumer_labels(&watched));
-            state.unindex(&(watched.connection, watched.stream), |w| {
-                w.consumers.remove(key);
-            });
+            state.unwatch(&(watched.connection, watched.stream), &Watcher::Consumer(key, watched.consumer));
         }
     }
 
@@ -262,9 +232,7 @@ impl Inventory {
         let mut state = self.state();
         forget_object(&mut state, Kind::Stream, key);
         if let Some(watched) = state.streams.remove(key) {
-            state.unindex(&(watched.connection, watched.stream), |w| {
-                w.streams.remove(key);
-            });
+            state.unwatch(&(watched.connection, watched.stream), &Watcher::Stream(key));
         }
     }
 
@@ -292,9 +260,7 @@ impl Inventory {
             .collect();
         let now = Instant::now();
         for key in &selected {
-            if state.demanded.insert(key.clone(), now).is_none() {
-                state.recheck.insert((Kind::Consumer, key.clone()));
-            }
+            state.demand(key, now);
         }
         selected
             .iter()
@@ -390,30 +356,6 @@ fn forget_object(state: &mut State, kind: Kind, key: &str) {
     state.reported.remove(&(kind, key.to_owned()));
     state.woken.remove(&(kind, key.to_owned()));
     state.resting.remove(&(kind, key.to_owned()));
-}
-
-impl State {
-    /// Records a watcher of `place`, reached through `reach` from now on.
-    fn index(&mut self, place: Place, reach: Reach, add: impl FnOnce(&mut Watchers)) {
-        let watchers = self.places.entry(place).or_insert_with(|| Watchers {
-            reach: reach.clone(),
-            consumers: BTreeMap::new(),
-            streams: BTreeSet::new(),
-        });
-        watchers.reach = reach;
-        add(watchers);
-    }
-
-    /// Removes a watcher of `place`; a place no one watches any more goes, with what
-    /// the rounds knew of it.
-    fn unindex(&mut self, place: &Place, remove: impl FnOnce(&mut Watchers)) {
-        let Some(watchers) = self.places.get_mut(place) else { return };
-        remove(watchers);
-        if watchers.consumers.is_empty() && watchers.streams.is_empty() {
-            self.places.remove(place);
-            self.entries.remove(place);
-        }
-    }
 }
 
 /// How a round reaches a connection: its JetStream API, and its system account if any.
