@@ -5,6 +5,8 @@
 //! immutable, replayable record of every event. Each worker is a [`consume::Handler`]
 //! (business logic: an event in, an [`consume::Outcome`] out, testable without NATS)
 //! run by the one shared [`consume::run`] loop, in a process wired by [`process`].
+//! [`gateway`] is the payment service provider that payment charges, simulated in
+//! Stripe's shape as a process of its own.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -12,6 +14,7 @@ pub mod batch;
 pub mod cli;
 pub mod consume;
 pub mod events;
+pub mod gateway;
 pub mod http;
 pub mod intake;
 pub mod inventory;

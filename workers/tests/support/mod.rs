@@ -2,6 +2,8 @@
 //! child processes (so they can be killed for real), and the counts the tests assert.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod gateway;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
