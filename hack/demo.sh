@@ -33,7 +33,11 @@ kubectl wait --for condition=Ready consumers.jetway.dev --all --timeout=60s
 intake=127.0.0.1:$((port + 1))
 JETWAY_HTTP_ADDR=$intake "$bin/jetway-intake" &
 pids="$pids $!"
-JETWAY_HTTP_ADDR=127.0.0.1:$((port + 2)) "$bin/jetway-payment" --gateway-latency 20ms --gateway-decline-rate 0.1 &
+gateway=127.0.0.1:$((port + 5))
+state=$(mktemp -d)
+"$bin/jetway-gateway" --listen "$gateway" --state "$state/journal.jsonl" --latency 20ms &
+pids="$pids $!"
+JETWAY_HTTP_ADDR=127.0.0.1:$((port + 2)) "$bin/jetway-payment" --gateway-url "http://$gateway" &
 pids="$pids $!"
 JETWAY_HTTP_ADDR=127.0.0.1:$((port + 3)) "$bin/jetway-inventory" --seed-stock WIDGET=5,GADGET=100 &
 pids="$pids $!"
@@ -44,13 +48,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "Posting 4 orders of 2 widgets each (5 in stock) to http://$intake/orders:"
+echo "Posting 4 orders of 2 widgets each (5 in stock) to http://$intake/orders, then demo-1 again:"
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-for n in 1 2 3 4; do
+for n in 1 2 3 4 1; do
   body="{\"orderId\":\"demo-$n\",\"customerId\":\"c-$n\",\"currency\":\"EUR\",\"items\":[{\"sku\":\"WIDGET\",\"quantity\":2,\"unitPriceCents\":1250}]}"
   printf '  '; curl -sS -H 'content-type: application/json' -d "$body" "http://$intake/orders"; echo
 done
-printf '  a bad one: '
+printf '  without an orderId: '
 curl -sS -H 'content-type: application/json' -d '{"customerId":"c-9","currency":"EUR","items":[]}' "http://$intake/orders"; echo
 sleep 2
 
@@ -60,6 +64,7 @@ Jetway and the order pipeline are running against a local control plane and nats
   operator:   http://$JETWAY_METRICS_ADDR/metrics  (/healthz, /readyz)
   intake:     curl -H 'content-type: application/json' -d @order.json http://$intake/orders
   workers:    http://127.0.0.1:$((port + 2))/metrics (payment), :$((port + 3)) (inventory), :$((port + 4)) (audit)
+  gateway:    http://$gateway/stats (the payment provider simulator: charges per order)
   kubernetes: kubectl --kubeconfig $KUBECONFIG get jetway
   nats:       nats --server $JETWAY_NATS_URL stream ls
   audit:      $bin/jetway-audit replay --from $started
@@ -72,6 +77,10 @@ kubectl get consumers.jetway.dev 2>&1 | sed 's/^/  /'
 echo
 echo "What JetStream has (nats stream ls):"
 nats --server "$JETWAY_NATS_URL" stream ls 2>&1 | sed 's/^/  /'
+echo
+echo "What the payment gateway charged (GET http://$gateway/stats?detail=true):"
+echo "  demo-3 and demo-4 found too few widgets: inventory rejected them and payment never charged them."
+curl -sS "http://$gateway/stats?detail=true" | sed 's/^/  /'; echo
 echo
 echo "What audit recorded (jetway-audit replay --from $started):"
 JETWAY_LOG=warn "$bin/jetway-audit" replay --from "$started" 2>&1 | sed 's/^/  /'

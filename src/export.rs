@@ -220,10 +220,10 @@ pub fn consumer_spec(stream: &str, config: &consumer::Config) -> ConsumerSpec {
     }
 }
 
-/// Streams whose names mark them as a KV bucket or an object store: no Jetway kind
-/// declares those, so they are not exported.
+/// Streams no Jetway object declares, so they are not exported: KV buckets and object
+/// stores (by their names' prefixes), and the operator's own advisory stream.
 fn is_bucket(name: &str) -> bool {
-    name.starts_with("KV_") || name.starts_with("OBJ_")
+    name.starts_with("KV_") || name.starts_with("OBJ_") || name == crate::deadletter::ADVISORY_STREAM
 }
 
 /// Reads every stream (but buckets) and its durable consumers from `js` and returns the

@@ -228,7 +228,22 @@ fn the_pipeline_chart_declares_the_examples_streams_and_consumers() {
     let pools = of_kind(&rendered, "WorkerPool");
     let consumers: Vec<_> = pools.iter().map(|p| p["spec"]["consumerRef"]["name"].as_str().unwrap()).collect();
     assert_eq!(consumers, ["payment", "inventory", "audit-orders"]);
-    assert_eq!(only(&rendered, "Service")["metadata"]["name"], "intake");
+    let services: Vec<_> = of_kind(&rendered, "Service").iter().map(|s| s["metadata"]["name"].clone()).collect();
+    assert_eq!(services, ["gateway", "intake"], "intake, and the payment gateway simulator");
+    let payment_env = &pools[0]["spec"]["worker"]["env"];
+    let gateway_url = payment_env.as_array().unwrap().iter().find(|e| e["name"] == "JETWAY_GATEWAY_URL").unwrap();
+    assert!(gateway_url["value"].as_str().unwrap().starts_with("http://gateway."), "{gateway_url}");
+    // A real provider instead: its URL, its key from a Secret, and no simulator.
+    let real = template(
+        PIPELINE,
+        &["gateway.url=https://api.psp.example", "gateway.apiKeySecret.name=psp", "gateway.simulator.enabled=false"],
+    );
+    assert_eq!(of_kind(&real, "Service").len(), 1, "no simulator");
+    let env = &of_kind(&real, "WorkerPool")[0]["spec"]["worker"]["env"];
+    let env = env.as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "JETWAY_GATEWAY_URL" && e["value"] == "https://api.psp.example"));
+    let key = env.iter().find(|e| e["name"] == "JETWAY_GATEWAY_API_KEY").expect("the API key");
+    assert_eq!(key["valueFrom"]["secretKeyRef"]["name"], "psp");
 }
 
 #[tokio::test]

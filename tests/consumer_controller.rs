@@ -255,6 +255,96 @@ async fn messages_given_up_on_are_copied_to_the_dead_letter_subject_with_their_o
 }
 
 #[tokio::test]
+async fn messages_given_up_on_while_the_operator_is_away_are_dead_lettered_once_it_is_back() {
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let Fixture { ctx, operator, consumers, streams } = Fixture::new("consumer-dead-letter-away").await;
+    let (work, dead) = (ctx.unique("WORK"), ctx.unique("DEAD"));
+    let subject = format!("{}.work", ctx.namespace);
+    let dead_subject = format!("{}.dead", ctx.namespace);
+    for (name, stream_name, subjects) in [("work", &work, &subject), ("dead", &dead, &dead_subject)] {
+        let object = json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Stream", "metadata": {"name": name}, "spec": {"name": stream_name, "subjects": [subjects]}});
+        streams.patch(name, &PatchParams::apply("jetway-tests"), &Patch::Apply(&object)).await.expect("a stream");
+    }
+    let spec = format!("streamName: {work}\nmaxDeliver: 2\nackWait: 1s\ndeadLetter: {{subject: {dead_subject}}}\n");
+    let spec: ConsumerSpec = serde_saphyr::from_str(&spec).expect("a spec");
+    let object =
+        json!({"apiVersion": "jetway.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": "worker"}, "spec": spec});
+    consumers.patch("worker", &PatchParams::apply("jetway-tests"), &Patch::Apply(&object)).await.expect("a consumer");
+    wait_condition(&consumers, "worker", "Ready", "True").await;
+    let target = jetway::deadletter::Target {
+        connection: String::new(),
+        stream: work.clone(),
+        consumer: "worker".into(),
+        subject: dead_subject.clone(),
+    };
+    let advisories = wait_until("the advisory stream and its reader", EVENTUALLY, POLL, || async {
+        let stream = ctx.jetstream.get_stream(jetway::deadletter::ADVISORY_STREAM).await?;
+        Ok(stream.consumer_info(target.durable()).await.is_ok().then_some(stream))
+    })
+    .await
+    .expect("the forwarder's durable reader");
+    operator.stop().await;
+
+    // With the operator gone: one message exhausts its deliveries, one is terminated
+    // by a worker that dead-lettered it itself.
+    for payload in ["poison", "moved"] {
+        ctx.jetstream.publish(subject.clone(), payload.into()).await.expect("publish").await.expect("ack");
+    }
+    let stream = ctx.jetstream.get_stream(&work).await.expect("stream");
+    let consumer =
+        stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("worker").await.expect("consumer");
+    let captured = |count: u64| {
+        let advisories = advisories.clone();
+        async move {
+            let mut advisories = advisories;
+            Ok::<_, anyhow::Error>((advisories.info().await?.state.messages >= count).then_some(()))
+        }
+    };
+    wait_until("both advisories captured", EVENTUALLY, POLL, || async {
+        let mut batch =
+            consumer.fetch().max_messages(10).expires(std::time::Duration::from_millis(300)).messages().await?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!(e))?;
+            if &message.payload[..] == b"moved" {
+                let reply = message.reply.clone().expect("an ack subject");
+                let term = format!("+TERM {}", jetway_runtime::deadletter::MOVED_BY_WORKER);
+                ctx.nats.publish(reply, term.into()).await?;
+            } else {
+                message.ack_with(AckKind::Nak(None)).await.map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+        captured(2).await
+    })
+    .await
+    .expect("the server's advisories, kept while the operator is away");
+    let mut dead_stream = ctx.jetstream.get_stream(&dead).await.expect("dead letter stream");
+    assert_eq!(dead_stream.info().await.expect("info").state.messages, 0, "nobody forwarded while away");
+
+    let operator = Operator::start(&ctx.namespace, |_| {}).await;
+    wait_until("the dead letter", EVENTUALLY, POLL, || async {
+        let mut dead_stream = ctx.jetstream.get_stream(&dead).await?;
+        Ok((dead_stream.info().await?.state.messages >= 1).then_some(()))
+    })
+    .await
+    .expect("forwarded once back");
+    // The reader has caught up with both advisories: nothing more is coming.
+    wait_until("the advisories read", EVENTUALLY, POLL, || async {
+        let info = advisories.consumer_info(target.durable()).await?.clone();
+        Ok((info.num_pending == 0 && info.num_ack_pending == 0).then_some(()))
+    })
+    .await
+    .expect("both advisories settled");
+    assert_eq!(dead_stream.info().await.expect("info").state.messages, 1, "the poison only, once");
+    let letter = dead_stream.get_raw_message(1).await.expect("a dead letter");
+    assert_eq!(&letter.payload[..], b"poison");
+    let header = |name: &str| letter.headers.get(name).map(|v| v.to_string()).unwrap_or_default();
+    assert_eq!(header("Jetway-Origin-Consumer"), "worker");
+    assert!(header("Jetway-Dead-Letter-Reason").starts_with("max_deliveries"));
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn a_refusal_only_the_server_can_judge_names_the_field() {
     let fx = Fixture::new("consumer-server-field").await;
     let stream = fx.ctx.unique("WQ");

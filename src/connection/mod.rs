@@ -43,6 +43,11 @@ impl Pooled {
         })
     }
 
+    /// Whether `other` is this same client (each connect has an error slot of its own).
+    pub fn is(&self, other: &Pooled) -> bool {
+        Arc::ptr_eq(&self.last_error, &other.last_error)
+    }
+
     /// What the connection last complained about, if it is not connected now.
     pub fn problem(&self) -> Option<String> {
         if self.client.connection_state() == async_nats::connection::State::Connected {

@@ -89,7 +89,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         _ => ctx.inventory.forget(&key),
     }
     if !ctx.settings.observe_only {
-        ctx.dead_letters.ensure(&key, dead_letter.zip(connection.map(|c| c.jetstream)));
+        ctx.dead_letters.ensure(&key, dead_letter.zip(connection));
     }
     let health = health("consumer", &outcome);
     let previous = consumer.status.clone().unwrap_or_default();

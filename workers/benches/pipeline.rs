@@ -6,12 +6,15 @@
 //! Prints, beside the references measured on the same server by the pinned `nats
 //! bench` (JetStream async publish, and durable consume + ack, 128-byte messages, file
 //! storage):
-//! - the payment stage's orders/s, draining a backlog of orders, and the ceiling the
-//!   references set for its mix of JetStream operations per order (two acknowledged
-//!   publishes, the ledger write and the event, and one consume + ack);
+//! - the payment stage's orders/s, draining a backlog of reserved orders with the
+//!   gateway simulator (`jetway-gateway`, its own process, HTTP) in the loop, and the
+//!   ceiling the references set for its mix of JetStream operations per order (four
+//!   acknowledged requests: the ledger read, the intent, the outcome and the event;
+//!   and one consume + ack);
 //! - intake's latency p50/p99/p99.9 at a fixed request rate (open loop: requests are
 //!   sent on schedule whatever the answers do);
-//! - end-to-end orders/s from POST /orders through intake and payment to the ack.
+//! - end-to-end orders/s from POST /orders through intake, inventory and payment (and
+//!   the gateway) to the payment's ack.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -29,6 +32,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jetway_testground::{NatsServer, Tools};
 use jetway_workers::topology;
+use support::gateway::Gateway;
 use support::{Pipeline, Worker, ids, order_request};
 
 #[derive(Parser)]
@@ -75,22 +79,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let consume = nats_bench(&tools, nats, &["js", "consume", "--acks", "explicit"], args.reference_messages)?;
     pipeline.jetstream.delete_stream("benchstream").await?;
-    // Per order: two acknowledged publishes and one consume + ack.
-    let ceiling = 1.0 / (2.0 / publish + 1.0 / consume);
+    // Per order: four acknowledged requests and one consume + ack.
+    let ceiling = 1.0 / (4.0 / publish + 1.0 / consume);
 
-    let (payment_rate, payment_rss) = payment_stage(&pipeline, args.orders).await?;
+    let gateway = Gateway::start(&[]).await;
+    let (payment_rate, payment_rss) = payment_stage(&pipeline, &gateway, args.orders).await?;
     eprintln!("payment stage: {payment_rate:.0} orders/s");
     let latency = intake_latency(&pipeline, args.rate, args.duration).await?;
     eprintln!("intake latency: measured");
-    let end_to_end = end_to_end(&pipeline, args.end_to_end, args.clients).await?;
+    let end_to_end = end_to_end(&pipeline, &gateway, args.end_to_end, args.clients).await?;
+    let stats = gateway.stats().await;
 
     let ms = |micros: u64| micros as f64 / 1000.0;
     println!();
     println!("references (nats bench, same server, 128 B, file storage)");
     println!("  JetStream async publish        {publish:>10.0} msgs/s");
     println!("  durable consume + ack          {consume:>10.0} msgs/s");
-    println!("  payment's mix per order        1 / (2/publish + 1/consume) = {ceiling:.0} orders/s ceiling");
-    println!("payment stage ({} orders backlog, one worker)", args.orders);
+    println!("  payment's mix per order        1 / (4/publish + 1/consume) = {ceiling:.0} orders/s ceiling");
+    println!("payment stage ({} reserved orders backlog, one worker, the gateway over HTTP)", args.orders);
     println!(
         "  orders/s                       {payment_rate:>10.0}   {:.0}% of the ceiling, {:.2}x the seed's 12 000",
         100.0 * payment_rate / ceiling,
@@ -116,8 +122,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.end_to_end, args.clients
     );
     println!(
-        "  orders/s                       {end_to_end:>10.0}   (intake, payment, nats-server and the HTTP load on the same {} cores)",
+        "  orders/s                       {end_to_end:>10.0}   (intake, inventory, payment, the gateway, nats-server and the HTTP load on the same {} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "at the gateway: {} charges for {} orders, {} duplicate charges",
+        stats.charges, stats.orders, stats.duplicate_charges
     );
     Ok(())
 }
@@ -141,18 +151,18 @@ fn nats_bench(tools: &Tools, nats: &NatsServer, args: &[&str], messages: usize) 
     Ok(row[column].parse()?)
 }
 
-/// Drains a backlog of orders with one payment worker; (orders/s, peak RSS in KiB).
-async fn payment_stage(pipeline: &Pipeline, orders: usize) -> anyhow::Result<(f64, u64)> {
+/// Drains a backlog of reserved orders with one payment worker; (orders/s, peak RSS in KiB).
+async fn payment_stage(pipeline: &Pipeline, gateway: &Gateway, orders: usize) -> anyhow::Result<(f64, u64)> {
     let settings = topology::ConsumerSettings { max_ack_pending: 100_000, ..Default::default() };
     pipeline.consumer(&topology::PAYMENT[0], settings).await;
-    topology::ledger(&pipeline.jetstream).await?;
-    pipeline.publish_orders(ids("backlog", orders)).await;
-    eprintln!("payment stage: {orders} orders in the backlog");
+    topology::ledger(&pipeline.jetstream, 1).await?;
+    pipeline.publish_reservations(ids("backlog", orders)).await;
+    eprintln!("payment stage: {orders} reserved orders in the backlog");
 
     let started = Instant::now();
-    let worker = Worker::spawn("payment", &pipeline.nats.url(), &[]);
-    pipeline.wait_ledger(orders as u64).await;
-    pipeline.wait_drained("ORDERS", "payment").await;
+    let worker = Worker::spawn("payment", &pipeline.nats.url(), &["--gateway-url", &gateway.url()]);
+    pipeline.wait_payment_outcomes(orders as u64).await;
+    pipeline.wait_drained("INVENTORY", "payment").await;
     let elapsed = started.elapsed();
     let rss = worker.peak_rss_kib();
     drop(worker);
@@ -221,13 +231,15 @@ async fn intake_latency(pipeline: &Pipeline, rate: u64, duration: Duration) -> a
     Ok(Latency { histogram, failed })
 }
 
-/// Posts `orders` through intake with `clients` requests in flight while a payment
-/// worker runs, and times it from the first request to the last ack.
-async fn end_to_end(pipeline: &Pipeline, orders: usize, clients: usize) -> anyhow::Result<f64> {
+/// Posts `orders` through intake with `clients` requests in flight while inventory
+/// and payment run, and times it from the first request to the last payment's ack.
+async fn end_to_end(pipeline: &Pipeline, gateway: &Gateway, orders: usize, clients: usize) -> anyhow::Result<f64> {
     let url = pipeline.nats.url();
     let intake = Worker::spawn("intake", &url, &[]).ready().await;
-    let payment = Worker::spawn("payment", &url, &[]).ready().await;
-    let before = pipeline.ledger_writes().await;
+    let stock = format!("WIDGET={},GADGET={}", 2 * orders, orders);
+    let inventory = Worker::spawn("inventory", &url, &["--create-topology", "--seed-stock", &stock]).ready().await;
+    let payment = Worker::spawn("payment", &url, &["--gateway-url", &gateway.url()]).ready().await;
+    let before = pipeline.payment_outcomes().await;
     let client = http_client();
     let orders_url = format!("http://{}/orders", intake.http);
     let started = Instant::now();
@@ -242,9 +254,9 @@ async fn end_to_end(pipeline: &Pipeline, orders: usize, clients: usize) -> anyho
         .await;
     let refused = answers.iter().filter(|status| **status != 202).count();
     anyhow::ensure!(refused == 0, "{refused} orders were not accepted");
-    pipeline.wait_ledger(before + orders as u64).await;
-    pipeline.wait_drained("ORDERS", "payment").await;
+    pipeline.wait_payment_outcomes(before + orders as u64).await;
+    pipeline.wait_drained("INVENTORY", "payment").await;
     let elapsed = started.elapsed();
-    drop((intake, payment));
+    drop((intake, inventory, payment));
     Ok(orders as f64 / elapsed.as_secs_f64())
 }

@@ -1,14 +1,18 @@
 //! Audit: an immutable, replayable record of every event of the pipeline.
 //!
 //! Each event is copied, byte for byte, to `audit.<its subject>` in the `AUDIT`
-//! stream, with where it came from in headers and a message id per origin message, so
-//! a redelivery is stored once. The stream denies deletes and purges (JetStream cannot
+//! stream, with where it came from in headers. An event's subject names its order and
+//! holds one event, so its record is stored only if the audit subject holds none yet:
+//! a redelivery, days later or not, is stored once. (Should a subject hold a second
+//! message, published by something other than the pipeline, its record follows the
+//! first, still once.) The stream denies deletes and purges (JetStream cannot
 //! turn either off again) and keeps everything for 400 days: a year of records plus
 //! the month an annual audit takes. Replay reads a time range back in order.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use serde::Serialize;
@@ -17,6 +21,7 @@ use time::OffsetDateTime;
 use crate::consume::dead_letter::{ORIGIN_SEQUENCE, ORIGIN_STREAM, ORIGIN_SUBJECT};
 use crate::consume::{Delivery, Handler, Outcome};
 use crate::events::{Decode, DecodeError, PipelineEvent};
+use crate::publish::{Stored, publish_once};
 use crate::trace::TRACEPARENT;
 
 pub const STREAM: &str = "AUDIT";
@@ -61,22 +66,38 @@ impl Handler for Audit {
     type Event = Received;
 
     async fn handle(&self, received: Received, delivery: &Delivery) -> Outcome {
+        match self.record(received, delivery).await {
+            Ok(()) => Outcome::Ack,
+            Err(error) => Outcome::retry(format!("recording the event: {error:#}")),
+        }
+    }
+}
+
+impl Audit {
+    async fn record(&self, received: Received, delivery: &Delivery) -> anyhow::Result<()> {
         let mut headers = HeaderMap::new();
         headers.insert(ORIGIN_STREAM, delivery.stream.as_str());
         headers.insert(ORIGIN_SEQUENCE, delivery.stream_sequence.to_string().as_str());
         headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
         headers.insert(ORIGIN_PUBLISHED, rfc3339(delivery.published).as_str());
         headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("audit-{}-{}", delivery.stream, delivery.stream_sequence).as_str(),
-        );
         let subject = format!("{SUBJECT_PREFIX}{}", delivery.subject);
-        let stored = async { self.jetstream.publish_with_headers(subject, headers, received.payload).await?.await };
-        match stored.await {
-            Ok(_) => Outcome::Ack,
-            Err(error) => Outcome::retry(format!("recording the event: {error}")),
+        let payload = received.payload;
+        if let Stored::New(_) = publish_once(&self.jetstream, subject.clone(), headers.clone(), payload.clone()).await?
+        {
+            return Ok(());
         }
+        // The subject has a record: this one, or one of another message on the same subject.
+        let stream = self.jetstream.get_stream_no_info(STREAM).await?;
+        let last = stream.get_last_raw_message_by_subject(&subject).await?;
+        let origin = |name: &str| last.headers.get(name).map(|value| value.as_str().to_owned());
+        let sequence = delivery.stream_sequence.to_string();
+        if origin(ORIGIN_STREAM).as_deref() == Some(&delivery.stream) && origin(ORIGIN_SEQUENCE) == Some(sequence) {
+            return Ok(());
+        }
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, last.sequence.to_string().as_str());
+        self.jetstream.publish_with_headers(subject, headers, payload).await?.await?;
+        Ok(())
     }
 }
 

@@ -26,6 +26,10 @@ pub struct CommonArgs {
     /// objects declare them.
     #[arg(long, env = "JETWAY_CREATE_TOPOLOGY")]
     pub create_topology: bool,
+    /// Replicas of what a worker creates: its KV buckets always, the pipeline's streams
+    /// with --create-topology. An existing bucket is brought to this count.
+    #[arg(long, env = "JETWAY_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -62,8 +66,8 @@ pub struct ConsumeArgs {
     #[arg(long, env = "JETWAY_RETRY_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retry_max: Duration,
     /// The streams to consume, each through the durable consumer --consumer. Default:
-    /// the worker's own (ORDERS for payment and inventory; ORDERS, PAYMENTS and
-    /// INVENTORY for audit).
+    /// the worker's own (INVENTORY for payment; ORDERS and PAYMENTS for inventory;
+    /// ORDERS, PAYMENTS and INVENTORY for audit).
     #[arg(long = "stream", env = "JETWAY_STREAMS", value_delimiter = ',')]
     pub streams: Vec<String>,
     /// The durable consumer on each stream. Default: the worker's name.
@@ -154,8 +158,9 @@ mod tests {
     fn without_flags_a_worker_reads_its_own_consumers() {
         assert_eq!(
             bindings(&[], &topology::PAYMENT),
-            [("ORDERS".into(), "payment".into(), "orders.created.v1".into())]
+            [("INVENTORY".into(), "payment".into(), "inventory.reserved.v1.>".into())]
         );
+        assert_eq!(bindings(&[], &topology::INVENTORY).len(), 2, "orders, and failed payments to release");
         assert_eq!(bindings(&[], &topology::AUDIT).len(), 3);
     }
 
@@ -166,8 +171,8 @@ mod tests {
             [("ORDERS".into(), "audit-2".into(), String::new()), ("EXTRA".into(), "audit-2".into(), String::new())]
         );
         assert_eq!(
-            bindings(&["--stream", "ORDERS_EU"], &topology::PAYMENT),
-            [("ORDERS_EU".into(), "payment".into(), String::new())],
+            bindings(&["--stream", "INVENTORY_EU"], &topology::PAYMENT),
+            [("INVENTORY_EU".into(), "payment".into(), String::new())],
             "another stream keeps the worker's consumer name and reads it whole"
         );
     }

@@ -4,9 +4,13 @@
 //! slots, so in-flight work is bounded by `max_in_flight` and nothing waits in a
 //! client-side buffer. Decode (pure): a payload that is not the handler's event is
 //! dead-lettered at once. Handle: the business handler returns an [`Outcome`].
+//! While a handler runs it sends in-progress acks every third of the consumer's ack
+//! wait, so a slow handler keeps its message and no second worker starts the same one.
 //! Settle (I/O): ack; nak with a backoff delay; or publish to the dead-letter subject
 //! with the origin in headers and terminate. A retry on the consumer's last allowed
-//! delivery becomes a dead letter.
+//! delivery becomes a dead letter; a dead letter that cannot be published on the last
+//! delivery is tried again, the message kept in progress, until it is stored or the
+//! worker stops (and then the server's advisory reaches the operator's forwarder).
 //!
 //! On shutdown the loop stops pulling, gives back at once whatever arrives after the
 //! stop, lets in-flight handlers finish within the grace period and naks the ones
@@ -112,6 +116,8 @@ struct Settler {
     config: LoopConfig,
     /// The consumer's maxDeliver; `None` when unlimited.
     max_deliver: Option<u64>,
+    /// How often a message being handled is reported in progress.
+    progress_every: Duration,
     metrics: LoopMetrics,
     /// Cancelled when the grace period is over: handlers still running are cut short.
     abandon: CancellationToken,
@@ -128,12 +134,14 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     let info = consumer.info().await?;
     let max_deliver = u64::try_from(info.config.max_deliver).ok().filter(|max| *max > 0);
+    let progress_every = (info.config.ack_wait / 3).max(Duration::from_millis(100));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let tasks = TaskTracker::new();
     let settler = Arc::new(Settler {
         jetstream,
         config: config.clone(),
         max_deliver,
+        progress_every,
         metrics,
         abandon: CancellationToken::new(),
     });
@@ -214,6 +222,25 @@ async fn pause_after_error(
 }
 
 impl Settler {
+    /// Runs `work`, telling the server every `progress_every` that the message is still
+    /// being worked on; `None` when the grace period ran out first.
+    async fn in_progress<T>(&self, message: &jetstream::Message, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.progress_every, self.progress_every);
+        loop {
+            tokio::select! {
+                done = &mut work => return Some(done),
+                _ = self.abandon.cancelled() => return None,
+                _ = every.tick() => {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%error, "reporting progress failed");
+                    }
+                }
+            }
+        }
+    }
+
     async fn process<H: Handler>(
         self: Arc<Self>,
         handler: Arc<H>,
@@ -237,10 +264,10 @@ impl Settler {
         async {
             let outcome = match H::Event::decode(&delivery.subject, &message.payload) {
                 Err(error) => Outcome::dead_letter(error),
-                Ok(event) => tokio::select! {
-                    outcome = handler.handle(event, &delivery) => outcome,
-                    _ = self.abandon.cancelled() => Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down".into() },
-                },
+                Ok(event) => self
+                    .in_progress(&message, handler.handle(event, &delivery))
+                    .await
+                    .unwrap_or_else(|| Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down".into() }),
             };
             self.settle(&message, &delivery, outcome, started).await;
         }
@@ -269,21 +296,51 @@ impl Settler {
                 self.nak(message, delay).await;
                 self.metrics.failed(seconds());
             }
-            Outcome::DeadLetter { error } => match self.dead_letter(message, delivery, &error).await {
-                Ok(()) => {
-                    tracing::warn!(%error, subject = %self.config.dead_letter_subject, "dead-lettered");
-                    if let Err(error) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(%error, "terminating failed; the dead letter's copy is deduplicated");
+            Outcome::DeadLetter { error } => {
+                let last = self.max_deliver.is_some_and(|max| delivery.delivered >= max);
+                let stored = match self.dead_letter(message, delivery, &error).await {
+                    // On the last delivery a nak would lose the message: keep it in
+                    // progress and try again until the dead letter is stored.
+                    Err(publish_error) if last => {
+                        tracing::warn!(error = %publish_error, "dead-lettering failed on the last delivery, trying again");
+                        self.in_progress(message, self.dead_letter_until_stored(message, delivery, &error))
+                            .await
+                            .ok_or_else(|| anyhow::anyhow!("stopped before the dead letter was stored"))
                     }
-                    self.metrics.dead_lettered(seconds());
+                    other => other,
+                };
+                match stored {
+                    Ok(()) => {
+                        tracing::warn!(%error, subject = %self.config.dead_letter_subject, "dead-lettered");
+                        self.terminate(message).await;
+                        self.metrics.dead_lettered(seconds());
+                    }
+                    Err(publish_error) => {
+                        let delay = self.retry_delay(delivery.delivered);
+                        tracing::warn!(error = %publish_error, retry_in = ?delay, "dead-lettering failed, retrying later");
+                        self.nak(message, delay).await;
+                        self.metrics.failed(seconds());
+                    }
                 }
-                Err(publish_error) => {
-                    let delay = self.retry_delay(delivery.delivered);
-                    tracing::warn!(error = %publish_error, retry_in = ?delay, "dead-lettering failed, retrying later");
-                    self.nak(message, delay).await;
-                    self.metrics.failed(seconds());
-                }
-            },
+            }
+        }
+    }
+
+    /// Ends the message's deliveries, saying the worker moved it itself.
+    async fn terminate(&self, message: &jetstream::Message) {
+        let Some(reply) = message.reply.clone() else { return };
+        let term = format!("+TERM {}", dead_letter::MOVED_BY_WORKER);
+        if let Err(error) = self.jetstream.client().publish(reply, term.into()).await {
+            tracing::warn!(%error, "terminating failed; the dead letter's copy is deduplicated");
+        }
+    }
+
+    async fn dead_letter_until_stored(&self, message: &jetstream::Message, delivery: &Delivery, error: &str) {
+        let mut backoff = pull_backoff();
+        while let Err(publish_error) = self.dead_letter(message, delivery, error).await {
+            let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+            tracing::warn!(error = %publish_error, retry_in = ?delay, "dead-lettering failed on the last delivery");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -308,29 +365,22 @@ impl Settler {
 
     /// Publishes a copy with the origin in headers, deduplicated per origin message.
     async fn dead_letter(&self, message: &jetstream::Message, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
-        let mut headers = message.headers.clone().unwrap_or_default();
-        headers.insert(dead_letter::ORIGIN_STREAM, delivery.stream.as_str());
-        headers.insert(dead_letter::ORIGIN_SEQUENCE, delivery.stream_sequence.to_string().as_str());
-        headers.insert(dead_letter::ORIGIN_SUBJECT, delivery.subject.as_str());
-        headers.insert(dead_letter::DELIVERIES, delivery.delivered.to_string().as_str());
-        headers.insert(dead_letter::REASON, one_line(error).as_str());
+        let origin = dead_letter::Origin {
+            stream: &delivery.stream,
+            sequence: delivery.stream_sequence,
+            subject: &delivery.subject,
+            consumer: None,
+            deliveries: delivery.delivered,
+            reason: error,
+        };
+        let mut headers = origin.headers(message.headers.as_ref());
         headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            // The same id as the operator's forwarder gives it, so one message is dead-lettered once.
-            format!("{}:{}:dead-letter", delivery.stream, delivery.stream_sequence).as_str(),
-        );
         self.jetstream
             .publish_with_headers(self.config.dead_letter_subject.clone(), headers, message.payload.clone())
             .await?
             .await?;
         Ok(())
     }
-}
-
-/// Header values are one line.
-fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
@@ -346,12 +396,5 @@ fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
     })
 }
 
-/// The headers a dead letter carries, the same as the operator's forwarder writes for
-/// a Consumer's `spec.deadLetter`, so a dead letter reads the same whoever moved it.
-pub mod dead_letter {
-    pub const ORIGIN_STREAM: &str = "Jetway-Origin-Stream";
-    pub const ORIGIN_SEQUENCE: &str = "Jetway-Origin-Sequence";
-    pub const ORIGIN_SUBJECT: &str = "Jetway-Origin-Subject";
-    pub const DELIVERIES: &str = "Jetway-Deliveries";
-    pub const REASON: &str = "Jetway-Dead-Letter-Reason";
-}
+/// The headers a dead letter carries, shared with the operator's forwarder.
+pub use jetway_runtime::deadletter as dead_letter;

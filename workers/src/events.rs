@@ -1,6 +1,12 @@
-//! The pipeline's events. Each type is one version of one event: its subject ends in
-//! the version (`orders.created.v1`), and its JSON Schema is generated from the type
-//! and checked in under `workers/schemas/`.
+//! The pipeline's events. Each type is one version of one event: its subject starts
+//! with the event's name and version (`orders.created.v1`) and ends in the order it is
+//! about (`orders.created.v1.<customerId>.<orderId>`), and its JSON Schema is generated
+//! from the type and checked in under `workers/schemas/`.
+//!
+//! An order has at most one event of each type, so every event is published only if
+//! its subject holds none yet (`Nats-Expected-Last-Subject-Sequence: 0`): JetStream
+//! itself keeps an order from being created, charged or announced twice, for as long
+//! as the stream keeps the event, not only for its duplicate window.
 //!
 //! A version only grows compatibly: new fields are optional, nothing is renamed or
 //! removed, unknown fields are ignored. Every payload a released version published is
@@ -15,12 +21,43 @@ use time::OffsetDateTime;
 
 /// One version of one event.
 pub trait Event: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
-    /// The subject it is published on, version included.
+    /// The event's name and version, the start of its subject.
     const SUBJECT: &'static str;
 
-    /// The `Nats-Msg-Id` it is published with: the same for every attempt to publish
-    /// the same fact, so JetStream stores it once.
-    fn message_id(&self) -> String;
+    /// The order the event is about.
+    fn order(&self) -> OrderRef<'_>;
+
+    /// The subject it is published on: the name, the version and the order.
+    fn subject(&self) -> String {
+        format!("{}.{}", Self::SUBJECT, self.order())
+    }
+}
+
+/// An order as every step names it: the customer's id and the id the customer gave
+/// it, so two customers' orders never collide. As text, `<customerId>.<orderId>`: two
+/// subject tokens, and a key in the pipeline's KV buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderRef<'a> {
+    pub customer_id: &'a str,
+    pub order_id: &'a str,
+}
+
+impl std::fmt::Display for OrderRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.customer_id, self.order_id)
+    }
+}
+
+/// Letters, digits, `-` and `_`, 1 to 64 of them: what one subject token and one KV
+/// key token can carry. Customer ids, order ids and SKUs are identifiers.
+pub fn is_identifier(value: &str) -> bool {
+    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The event name and version of a subject: its first three tokens
+/// (`orders.created.v1.c-1.o-1` is an `orders.created.v1`).
+pub fn event_subject(subject: &str) -> &str {
+    subject.match_indices('.').nth(2).map_or(subject, |(dot, _)| &subject[..dot])
 }
 
 /// Why a payload is not an event this worker reads.
@@ -39,7 +76,7 @@ pub trait Decode: Sized + Send + 'static {
 
 impl<E: Event> Decode for E {
     fn decode(subject: &str, payload: &[u8]) -> Result<Self, DecodeError> {
-        if subject != E::SUBJECT {
+        if event_subject(subject) != E::SUBJECT {
             return Err(DecodeError::UnknownSubject { subject: subject.to_owned() });
         }
         serde_json::from_slice(payload).map_err(|source| DecodeError::Invalid { subject: subject.to_owned(), source })
@@ -70,7 +107,8 @@ pub struct OrderCreated {
     /// Letters, digits, `-` and `_`, at most 64; the key of everything that follows.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub order_id: String,
-    #[schemars(length(min = 1, max = 64))]
+    /// Letters, digits, `-` and `_`, at most 64: order ids are unique per customer.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub customer_id: String,
     #[schemars(length(min = 1, max = 100))]
     pub items: Vec<LineItem>,
@@ -87,8 +125,8 @@ pub struct OrderCreated {
 impl Event for OrderCreated {
     const SUBJECT: &'static str = "orders.created.v1";
 
-    fn message_id(&self) -> String {
-        format!("order-created-{}", self.order_id)
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
     }
 }
 
@@ -97,6 +135,9 @@ impl Event for OrderCreated {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentCompleted {
     pub order_id: String,
+    /// The customer who placed the order (absent from events published before 0.2).
+    #[serde(default)]
+    pub customer_id: String,
     /// The gateway's identifier of the charge.
     pub charge_id: String,
     pub amount_cents: Cents,
@@ -109,8 +150,8 @@ pub struct PaymentCompleted {
 impl Event for PaymentCompleted {
     const SUBJECT: &'static str = "payments.completed.v1";
 
-    fn message_id(&self) -> String {
-        format!("payment-{}", self.order_id)
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
     }
 }
 
@@ -119,6 +160,9 @@ impl Event for PaymentCompleted {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentFailed {
     pub order_id: String,
+    /// The customer who placed the order (absent from events published before 0.2).
+    #[serde(default)]
+    pub customer_id: String,
     /// The gateway's reason, for people.
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -129,9 +173,8 @@ pub struct PaymentFailed {
 impl Event for PaymentFailed {
     const SUBJECT: &'static str = "payments.failed.v1";
 
-    fn message_id(&self) -> String {
-        // The same id as a completion: an order has one payment outcome.
-        format!("payment-{}", self.order_id)
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
     }
 }
 
@@ -148,7 +191,16 @@ pub struct Reservation {
 #[serde(rename_all = "camelCase")]
 pub struct InventoryReserved {
     pub order_id: String,
+    /// The customer who placed the order (absent from events published before 0.2).
+    #[serde(default)]
+    pub customer_id: String,
     pub items: Vec<Reservation>,
+    /// What payment charges for the order, in the currency's minor unit (absent from
+    /// events published before 0.2, which payment did not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cents: Option<Cents>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub reserved_at: OffsetDateTime,
@@ -157,8 +209,8 @@ pub struct InventoryReserved {
 impl Event for InventoryReserved {
     const SUBJECT: &'static str = "inventory.reserved.v1";
 
-    fn message_id(&self) -> String {
-        format!("inventory-{}", self.order_id)
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
     }
 }
 
@@ -167,6 +219,9 @@ impl Event for InventoryReserved {
 #[serde(rename_all = "camelCase")]
 pub struct InventoryRejected {
     pub order_id: String,
+    /// The customer who placed the order (absent from events published before 0.2).
+    #[serde(default)]
+    pub customer_id: String,
     /// The first line that was short.
     pub sku: String,
     pub requested: u32,
@@ -179,8 +234,29 @@ pub struct InventoryRejected {
 impl Event for InventoryRejected {
     const SUBJECT: &'static str = "inventory.rejected.v1";
 
-    fn message_id(&self) -> String {
-        format!("inventory-{}", self.order_id)
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
+    }
+}
+
+/// The stock an order had reserved was put back, because its payment failed: published
+/// on `inventory.released.v1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryReleased {
+    pub order_id: String,
+    pub customer_id: String,
+    pub items: Vec<Reservation>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub released_at: OffsetDateTime,
+}
+
+impl Event for InventoryReleased {
+    const SUBJECT: &'static str = "inventory.released.v1";
+
+    fn order(&self) -> OrderRef<'_> {
+        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
     }
 }
 
@@ -193,16 +269,18 @@ pub enum PipelineEvent {
     PaymentFailed(PaymentFailed),
     InventoryReserved(InventoryReserved),
     InventoryRejected(InventoryRejected),
+    InventoryReleased(InventoryReleased),
 }
 
 impl Decode for PipelineEvent {
     fn decode(subject: &str, payload: &[u8]) -> Result<Self, DecodeError> {
-        Ok(match subject {
+        Ok(match event_subject(subject) {
             OrderCreated::SUBJECT => Self::OrderCreated(Decode::decode(subject, payload)?),
             PaymentCompleted::SUBJECT => Self::PaymentCompleted(Decode::decode(subject, payload)?),
             PaymentFailed::SUBJECT => Self::PaymentFailed(Decode::decode(subject, payload)?),
             InventoryReserved::SUBJECT => Self::InventoryReserved(Decode::decode(subject, payload)?),
             InventoryRejected::SUBJECT => Self::InventoryRejected(Decode::decode(subject, payload)?),
+            InventoryReleased::SUBJECT => Self::InventoryReleased(Decode::decode(subject, payload)?),
             _ => return Err(DecodeError::UnknownSubject { subject: subject.to_owned() }),
         })
     }
@@ -221,6 +299,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<PaymentFailed>(),
         one::<InventoryReserved>(),
         one::<InventoryRejected>(),
+        one::<InventoryReleased>(),
     ]
 }
 

@@ -3,21 +3,40 @@
 use time::macros::datetime;
 
 use crate::consume::Delivery;
-use crate::events::{OrderCreated, sample_order};
+use crate::events::{InventoryReserved, OrderCreated, sample_order};
+use crate::inventory::wanted;
 use crate::trace::TraceContext;
 
 pub fn order(order_id: &str) -> OrderCreated {
     OrderCreated { created_at: datetime!(2026-11-24 08:00 UTC), ..sample_order(order_id) }
 }
 
-/// The `delivered`th delivery of a message on `orders.created.v1`.
-pub fn delivery(delivered: u64) -> Delivery {
+/// The reservation inventory announces for [`order`].
+pub fn reserved(order_id: &str) -> InventoryReserved {
+    let order = order(order_id);
+    InventoryReserved {
+        items: wanted(&order),
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        total_cents: Some(order.total_cents),
+        currency: Some(order.currency),
+        reserved_at: datetime!(2026-11-24 08:00 UTC),
+    }
+}
+
+/// The `delivered`th delivery of a message on `subject`.
+pub fn delivery_of(subject: &str, delivered: u64) -> Delivery {
     Delivery {
-        subject: "orders.created.v1".into(),
+        subject: subject.into(),
         stream: "ORDERS".into(),
         stream_sequence: 7,
         delivered,
         published: datetime!(2026-11-24 08:00 UTC),
         trace: TraceContext::root(),
     }
+}
+
+/// The `delivered`th delivery of an order.
+pub fn delivery(delivered: u64) -> Delivery {
+    delivery_of("orders.created.v1.customer-1.o-1", delivered)
 }

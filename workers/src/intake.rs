@@ -1,6 +1,11 @@
 //! Intake: `POST /orders` validates an order and answers 202 only once JetStream has
-//! stored `orders.created.v1`. The order id is the message id, so a client that
-//! retries with the same `orderId` (after a timeout, say) creates the order once.
+//! stored `orders.created.v1.<customerId>.<orderId>`.
+//!
+//! The client names the order: `orderId` is required and unique per customer. The
+//! event is stored only if its subject holds none yet, so a client that sends the same
+//! order again (after a timeout, a 503, or days later) gets the original acceptance
+//! back, and an id already used for a different order is answered 409. Nothing but
+//! `application/json` is read (415).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,16 +15,15 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, LineItem, OrderCreated, now};
+use crate::events::{Event, LineItem, OrderCreated, is_identifier, now};
 use crate::http::Health;
 use crate::metrics::RequestLabels;
-use crate::publish::event_headers;
+use crate::publish::{Stored, publish_once, trace_headers};
 use crate::trace::{TRACEPARENT, TraceContext};
 
 /// Lines in one order, at most.
@@ -31,15 +35,15 @@ pub const MAX_QUANTITY: u32 = 10_000;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderRequest {
-    /// The client's id for the order; a retry with the same id creates it once.
-    /// Generated when absent.
+    /// The client's id for the order, unique per customer: the same order sent again
+    /// under it is created once.
     pub order_id: Option<String>,
     pub customer_id: String,
     pub items: Vec<LineItem>,
     pub currency: String,
 }
 
-/// A 400's body: the field at fault and what is wrong with it.
+/// A 400's or 409's body: the field at fault and what is wrong with it.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Invalid {
     pub field: String,
@@ -60,13 +64,9 @@ pub struct Accepted {
     /// Where JetStream stored the event.
     pub stream: String,
     pub sequence: u64,
-    /// True when the order id had been accepted before (a retry).
+    /// True when this order had been accepted before (a retry): the answer is the
+    /// original acceptance.
     pub duplicate: bool,
-}
-
-/// Ids and SKUs: what NATS subjects and KV keys can carry, and short.
-fn is_identifier(value: &str) -> bool {
-    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses and checks an order; the error names the first field at fault.
@@ -78,17 +78,17 @@ pub fn validate(body: &[u8]) -> Result<OrderCreated, Invalid> {
             Invalid::new(field, error.into_inner().to_string())
         })?;
     let order_id = match request.order_id {
-        Some(id) if !is_identifier(&id) => {
-            return Err(Invalid::new("orderId", "must be 1 to 64 letters, digits, '-' or '_'"));
+        Some(id) if is_identifier(&id) => id,
+        Some(_) => return Err(Invalid::new("orderId", "must be 1 to 64 letters, digits, '-' or '_'")),
+        None => {
+            return Err(Invalid::new(
+                "orderId",
+                "is required: the client's id for the order, so that a retry creates it once",
+            ));
         }
-        Some(id) => id,
-        None => Alphanumeric.sample_string(&mut rand::rng(), 20),
     };
-    if request.customer_id.is_empty()
-        || request.customer_id.len() > 64
-        || request.customer_id.chars().any(char::is_control)
-    {
-        return Err(Invalid::new("customerId", "must be 1 to 64 printable characters"));
+    if !is_identifier(&request.customer_id) {
+        return Err(Invalid::new("customerId", "must be 1 to 64 letters, digits, '-' or '_'"));
     }
     if request.currency.len() != 3 || !request.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Invalid::new("currency", "must be an ISO 4217 code such as EUR"));
@@ -133,38 +133,66 @@ pub fn routes(jetstream: &jetstream::Context, health: &Arc<Health>) -> Router {
 async fn create_order(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let trace = TraceContext::continue_from(headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()));
-    let response = match validate(&body) {
-        Err(invalid) => (StatusCode::BAD_REQUEST, Json(invalid)).into_response(),
-        Ok(order) => match publish(&intake.jetstream, &order, &trace).await {
-            Ok(accepted) => {
-                intake.health.metrics.order_publish_duration.observe(started.elapsed().as_secs_f64());
-                (StatusCode::ACCEPTED, Json(accepted)).into_response()
-            }
-            Err(error) => {
-                tracing::warn!(order_id = %order.order_id, trace_id = %trace.trace_id(), error = %error, "order not stored");
-                let error = format!("the order could not be stored; retry with the same orderId: {error}");
-                (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": error }))).into_response()
-            }
-        },
+    let response = if !is_json(&headers) {
+        let error = "orders are read as application/json only";
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(serde_json::json!({ "error": error }))).into_response()
+    } else {
+        match validate(&body) {
+            Err(invalid) => (StatusCode::BAD_REQUEST, Json(invalid)).into_response(),
+            Ok(order) => match store(&intake.jetstream, &order, &trace).await {
+                Ok(Ok(accepted)) => {
+                    intake.health.metrics.order_publish_duration.observe(started.elapsed().as_secs_f64());
+                    (StatusCode::ACCEPTED, Json(accepted)).into_response()
+                }
+                Ok(Err(conflict)) => (StatusCode::CONFLICT, Json(conflict)).into_response(),
+                Err(error) => {
+                    tracing::warn!(order = %order.order(), trace_id = %trace.trace_id(), error = %error, "order not stored");
+                    let error = format!("the order could not be stored; retry with the same orderId: {error:#}");
+                    (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": error }))).into_response()
+                }
+            },
+        }
     };
     intake.health.metrics.orders_answered.get_or_create(&RequestLabels { status: response.status().as_u16() }).inc();
     response
 }
 
-async fn publish(
+/// `Content-Type: application/json`, parameters such as `charset` allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    value.split(';').next().is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Stores the order unless its customer already used its id: then the original
+/// acceptance when it is the same order, or the conflict when it is another.
+async fn store(
     jetstream: &jetstream::Context,
     order: &OrderCreated,
     trace: &TraceContext,
-) -> anyhow::Result<Accepted> {
+) -> anyhow::Result<Result<Accepted, Invalid>> {
     let payload = serde_json::to_vec(order)?;
-    let headers = event_headers(&order.message_id(), trace);
-    let ack = jetstream.publish_with_headers(OrderCreated::SUBJECT, headers, payload.into()).await?.await?;
-    Ok(Accepted {
-        order_id: order.order_id.clone(),
-        stream: ack.stream,
-        sequence: ack.sequence,
-        duplicate: ack.duplicate,
-    })
+    let subject = order.subject();
+    let ack = match publish_once(jetstream, subject.clone(), trace_headers(trace), payload.into()).await? {
+        Stored::New(ack) => ack,
+        Stored::Existing => return original(jetstream, order, &subject).await,
+    };
+    Ok(Ok(Accepted { order_id: order.order_id.clone(), stream: ack.stream, sequence: ack.sequence, duplicate: false }))
+}
+
+/// The order stored under `subject`, compared with `order`.
+async fn original(
+    jetstream: &jetstream::Context,
+    order: &OrderCreated,
+    subject: &str,
+) -> anyhow::Result<Result<Accepted, Invalid>> {
+    let stream = jetstream.stream_by_subject(subject).await?;
+    let stored = jetstream.get_stream_no_info(&stream).await?.get_last_raw_message_by_subject(subject).await?;
+    let first: OrderCreated = serde_json::from_slice(&stored.payload)?;
+    if (&first.items, &first.currency) != (&order.items, &order.currency) {
+        let error = format!("customer {} already used this id for a different order", order.customer_id);
+        return Ok(Err(Invalid::new("orderId", error)));
+    }
+    Ok(Ok(Accepted { order_id: order.order_id.clone(), stream, sequence: stored.sequence, duplicate: true }))
 }
 
 #[cfg(test)]

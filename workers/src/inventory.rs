@@ -1,12 +1,19 @@
-//! Inventory: reserve every line of an order, or none, exactly once per order.
+//! Inventory: reserve every line of an order, or none, exactly once per order; and put
+//! the stock back when the order's payment fails.
 //!
 //! Stock and reservations live in one KV bucket (`stock.<sku>` holds what is
-//! available, `reservation.<order>` the decision taken for an order). A reservation is
-//! one atomic batch: the order's decision written only if absent, and each line's new
-//! stock written only if its stock key is still at the revision read. Concurrent
-//! workers therefore never oversell (the loser of a race re-reads and tries again),
-//! a crash leaves either all of an order's writes or none, and a redelivery finds the
-//! decision already taken and only publishes it again (deduplicated by message id).
+//! available, `reservation.<customerId>.<orderId>` the decision taken for an order). A
+//! reservation is one atomic batch: the order's decision written only if absent, and
+//! each line's new stock written only if its stock key is still at the revision read.
+//! Concurrent workers therefore never oversell (the loser of a race re-reads and tries
+//! again), a crash leaves either all of an order's writes or none, and a redelivery
+//! finds the decision already taken and only publishes it again (stored once, its
+//! subject naming the order).
+//!
+//! A release (on `payments.failed.v1`) is the same kind of batch: the decision turned
+//! from reserved to released at the revision read, and each line's stock given back,
+//! so stock is returned once however often the failure is delivered. Payment reads
+//! only `inventory.reserved.v1`, so an order without stock is never charged.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,15 +26,22 @@ use time::OffsetDateTime;
 
 use crate::batch::{BatchMessage, publish_atomically};
 use crate::consume::{Delivery, Handler, Outcome};
-use crate::events::{InventoryRejected, InventoryReserved, OrderCreated, Reservation, now};
+use crate::events::{
+    Event, InventoryRejected, InventoryReleased, InventoryReserved, OrderCreated, PaymentFailed, Reservation, now,
+};
 use crate::publish::Publish;
 
 /// The KV bucket of stock and reservations; its stream allows atomic batches.
 pub const STOCK_BUCKET: &str = "inventory";
 
-/// How often a reservation re-reads stock that others keep changing before it gives
-/// the message back to be retried later.
-const ATTEMPTS: usize = 8;
+/// How often a reservation re-reads stock that other replicas keep changing before it
+/// gives the message back to be retried later.
+const ATTEMPTS: usize = 16;
+
+/// Locks a process holds over SKUs, so that its own reservations of one SKU wait for
+/// each other instead of racing: a race costs the loser a re-read and a retry, and
+/// under a hot SKU nearly every reservation would lose one.
+const STRIPES: usize = 64;
 
 /// The decision taken for one order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +61,22 @@ pub enum Decision {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// Reserved, then given back because the payment failed.
+    #[serde(rename_all = "camelCase")]
+    Released {
+        items: Vec<Reservation>,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
-/// Stock as the handler sees it.
+/// Stock as the handler sees it. `order` is `<customerId>.<orderId>`.
 pub trait Stock: Send + Sync + 'static {
     /// Takes the order's decision, or returns the one already taken.
-    fn reserve(&self, order_id: &str, lines: &[Reservation]) -> impl Future<Output = anyhow::Result<Decision>> + Send;
+    fn reserve(&self, order: &str, lines: &[Reservation]) -> impl Future<Output = anyhow::Result<Decision>> + Send;
+    /// Gives back what the order reserved; the decision after it (`Released`, or what
+    /// held nothing: `Rejected`, or `None` for an order never seen).
+    fn release(&self, order: &str) -> impl Future<Output = anyhow::Result<Option<Decision>>> + Send;
 }
 
 /// The lines of an order with the same SKU added up, in SKU order.
@@ -79,11 +103,28 @@ pub fn decide(lines: &[Reservation], available: &[u64], at: OffsetDateTime) -> D
 pub struct KvStock {
     client: async_nats::Client,
     store: kv::Store,
+    /// SKUs share these locks by hash; an order takes its SKUs' in index order.
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl KvStock {
     pub fn new(client: async_nats::Client, store: kv::Store) -> Self {
-        Self { client, store }
+        Self { client, store, stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    /// Holds this process's locks over `lines`' SKUs.
+    async fn lock(&self, lines: &[Reservation]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let mut stripes: Vec<usize> =
+            lines.iter().map(|line| hasher.hash_one(&line.sku) as usize % self.stripes.len()).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].lock().await);
+        }
+        guards
     }
 
     /// Sets a SKU's available quantity, whatever it was.
@@ -111,10 +152,13 @@ impl KvStock {
         })
     }
 
-    async fn decision(&self, order_id: &str) -> anyhow::Result<Option<Decision>> {
-        match self.store.get(reservation_key(order_id)).await? {
-            Some(value) => Ok(Some(serde_json::from_slice(&value)?)),
-            None => Ok(None),
+    /// The order's decision and the revision it was read at.
+    async fn decision(&self, order: &str) -> anyhow::Result<Option<(Decision, u64)>> {
+        match self.store.entry(reservation_key(order)).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok(Some((serde_json::from_slice(&entry.value)?, entry.revision)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -130,25 +174,27 @@ fn stock_key(sku: &str) -> String {
     format!("stock.{sku}")
 }
 
-fn reservation_key(order_id: &str) -> String {
-    format!("reservation.{order_id}")
+fn reservation_key(order: &str) -> String {
+    format!("reservation.{order}")
 }
 
 impl Stock for KvStock {
-    async fn reserve(&self, order_id: &str, lines: &[Reservation]) -> anyhow::Result<Decision> {
+    async fn reserve(&self, order: &str, lines: &[Reservation]) -> anyhow::Result<Decision> {
+        let _held = self.lock(lines).await;
         for attempt in 0..ATTEMPTS {
             // A conflict may be this order's decision, taken by an earlier delivery.
-            if attempt > 0
-                && let Some(taken) = self.decision(order_id).await?
-            {
-                return Ok(taken);
+            if attempt > 0 {
+                if let Some((taken, _)) = self.decision(order).await? {
+                    return Ok(taken);
+                }
+                contended(attempt).await;
             }
             let read = try_join_all(lines.iter().map(|line| self.available(&line.sku))).await?;
             let (available, revisions): (Vec<u64>, Vec<u64>) = read.into_iter().unzip();
             let decision = decide(lines, &available, now());
             // A rejection changes no stock; it is recorded so a redelivery after a
             // restock does not turn it into a reservation.
-            let mut batch = vec![self.message(&reservation_key(order_id), 0, serde_json::to_vec(&decision)?)];
+            let mut batch = vec![self.message(&reservation_key(order), 0, serde_json::to_vec(&decision)?)];
             if let Decision::Reserved { items, .. } = &decision {
                 for ((line, quantity), revision) in items.iter().zip(&available).zip(&revisions) {
                     let left = quantity - u64::from(line.quantity);
@@ -163,6 +209,57 @@ impl Stock for KvStock {
         }
         anyhow::bail!("stock kept changing during {ATTEMPTS} attempts")
     }
+
+    async fn release(&self, order: &str) -> anyhow::Result<Option<Decision>> {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                contended(attempt).await;
+            }
+            let Some((Decision::Reserved { items, .. }, decided_at)) = self.decision(order).await? else {
+                // Released already, rejected (nothing held), or never seen.
+                return Ok(self.decision(order).await?.map(|(decision, _)| decision));
+            };
+            let _held = self.lock(&items).await;
+            let read = try_join_all(items.iter().map(|line| self.available(&line.sku))).await?;
+            let released = Decision::Released { items: items.clone(), at: now() };
+            let mut batch = vec![self.message(&reservation_key(order), decided_at, serde_json::to_vec(&released)?)];
+            for (line, (quantity, revision)) in items.iter().zip(read) {
+                let back = quantity.saturating_add(u64::from(line.quantity));
+                batch.push(self.message(&stock_key(&line.sku), revision, back.to_string().into_bytes()));
+            }
+            match publish_atomically(&self.client, batch).await {
+                Ok(()) => return Ok(Some(released)),
+                Err(error) if error.is_conflict() => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        anyhow::bail!("stock kept changing during {ATTEMPTS} attempts")
+    }
+}
+
+/// What inventory reads: orders to reserve, failed payments to release.
+#[derive(Debug)]
+pub enum Input {
+    Order(OrderCreated),
+    PaymentFailed(PaymentFailed),
+}
+
+impl crate::events::Decode for Input {
+    fn decode(subject: &str, payload: &[u8]) -> Result<Self, crate::events::DecodeError> {
+        match crate::events::event_subject(subject) {
+            PaymentFailed::SUBJECT => Ok(Self::PaymentFailed(crate::events::Decode::decode(subject, payload)?)),
+            _ => Ok(Self::Order(crate::events::Decode::decode(subject, payload)?)),
+        }
+    }
+}
+
+/// A pause after a conflict with another replica, growing with the attempts, jittered
+/// so the racers part.
+async fn contended(attempt: usize) {
+    use rand::Rng;
+    let most = 2u64.saturating_pow(attempt.min(7) as u32);
+    let pause = std::time::Duration::from_millis(rand::rng().random_range(1..=most));
+    tokio::time::sleep(pause).await;
 }
 
 /// The inventory worker's handler.
@@ -172,27 +269,52 @@ pub struct Inventory<S, P> {
 }
 
 impl<S: Stock, P: Publish> Handler for Inventory<S, P> {
-    type Event = OrderCreated;
+    type Event = Input;
 
-    async fn handle(&self, order: OrderCreated, delivery: &Delivery) -> Outcome {
-        let decision = match self.stock.reserve(&order.order_id, &wanted(&order)).await {
-            Ok(decision) => decision,
-            Err(error) => return Outcome::retry(format!("{error:#}")),
+    async fn handle(&self, input: Input, delivery: &Delivery) -> Outcome {
+        let done = match input {
+            Input::Order(order) => self.reserve(order, delivery).await,
+            Input::PaymentFailed(failed) => self.release(failed, delivery).await,
         };
-        let order_id = order.order_id;
-        let published = match decision {
+        match done {
+            Ok(()) => Outcome::Ack,
+            Err(error) => Outcome::retry(format!("{error:#}")),
+        }
+    }
+}
+
+impl<S: Stock, P: Publish> Inventory<S, P> {
+    async fn reserve(&self, order: OrderCreated, delivery: &Delivery) -> anyhow::Result<()> {
+        let key = order.order().to_string();
+        let decision = self.stock.reserve(&key, &wanted(&order)).await?;
+        let OrderCreated { order_id, customer_id, total_cents, currency, .. } = order;
+        match decision {
             Decision::Reserved { items, at } => {
-                let event = InventoryReserved { order_id, items, reserved_at: at };
+                let (total_cents, currency) = (Some(total_cents), Some(currency));
+                let event = InventoryReserved { order_id, customer_id, items, total_cents, currency, reserved_at: at };
                 self.publisher.publish(&event, &delivery.trace).await
             }
             Decision::Rejected { sku, requested, available, at } => {
-                let event = InventoryRejected { order_id, sku, requested, available, rejected_at: at };
+                let event = InventoryRejected { order_id, customer_id, sku, requested, available, rejected_at: at };
                 self.publisher.publish(&event, &delivery.trace).await
             }
-        };
-        match published {
-            Ok(()) => Outcome::Ack,
-            Err(error) => Outcome::retry(format!("publishing the decision: {error:#}")),
+            // Reserved and announced long ago, then released: nothing left to say.
+            Decision::Released { .. } => Ok(()),
+        }
+    }
+
+    async fn release(&self, failed: PaymentFailed, delivery: &Delivery) -> anyhow::Result<()> {
+        let key = failed.order().to_string();
+        match self.stock.release(&key).await? {
+            Some(Decision::Released { items, at }) => {
+                let PaymentFailed { order_id, customer_id, .. } = failed;
+                let event = InventoryReleased { order_id, customer_id, items, released_at: at };
+                self.publisher.publish(&event, &delivery.trace).await
+            }
+            other => {
+                tracing::warn!(order = %key, decision = ?other, "a failed payment for an order that holds no stock");
+                Ok(())
+            }
         }
     }
 }

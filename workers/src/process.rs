@@ -103,7 +103,7 @@ impl Process {
         binding: &Binding<'_>,
     ) -> anyhow::Result<PullConsumer> {
         if common.create_topology {
-            topology::ensure_streams(&self.jetstream).await?;
+            topology::ensure_streams(&self.jetstream, common.replicas.into()).await?;
             return topology::ensure_consumer(&self.jetstream, binding, &consume.consumer_settings()).await;
         }
         let stream = self.jetstream.get_stream(binding.stream).await?;

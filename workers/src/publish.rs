@@ -1,31 +1,60 @@
-//! Publishing events: to JetStream with the event's dedupe id and the trace, and
-//! awaiting the server's acknowledgement, so "published" means stored.
+//! Publishing events: to JetStream, once per subject, with the trace, and awaiting
+//! the server's acknowledgement, so "published" means stored.
 
 use std::future::Future;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, publish::PublishAck};
+use async_nats::{HeaderMap, header};
+use bytes::Bytes;
 
 use crate::events::Event;
 use crate::trace::{TRACEPARENT, TraceContext};
 
 /// Where handlers publish to; JetStream in production, a list in unit tests.
 pub trait Publish: Send + Sync + 'static {
+    /// Stores `event` on its subject, unless the subject holds an event already (an
+    /// earlier attempt stored it): either way the event is there afterwards.
     fn publish<E: Event>(&self, event: &E, trace: &TraceContext) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 impl Publish for jetstream::Context {
     async fn publish<E: Event>(&self, event: &E, trace: &TraceContext) -> anyhow::Result<()> {
         let payload = serde_json::to_vec(event)?;
-        self.publish_with_headers(E::SUBJECT, event_headers(&event.message_id(), trace), payload.into()).await?.await?;
+        publish_once(self, event.subject(), trace_headers(trace), payload.into()).await?;
         Ok(())
     }
 }
 
-/// Headers for an event: its dedupe id and the trace.
-pub fn event_headers(message_id: &str, trace: &TraceContext) -> HeaderMap {
+/// What [`publish_once`] found.
+#[derive(Debug)]
+pub enum Stored {
+    /// This publish stored the message.
+    New(PublishAck),
+    /// The subject held a message already; nothing was stored.
+    Existing,
+}
+
+/// Publishes to `subject` only if no message is stored under it
+/// (`Nats-Expected-Last-Subject-Sequence: 0`), and waits for the server's answer.
+pub async fn publish_once(
+    jetstream: &jetstream::Context,
+    subject: String,
+    mut headers: HeaderMap,
+    payload: Bytes,
+) -> anyhow::Result<Stored> {
+    headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    let stored = async { jetstream.publish_with_headers(subject, headers, payload).await?.await };
+    match stored.await {
+        Ok(ack) => Ok(Stored::New(ack)),
+        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(Stored::Existing),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Headers carrying the trace.
+pub fn trace_headers(trace: &TraceContext) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     headers.insert(TRACEPARENT, trace.to_string().as_str());
     headers
 }
@@ -40,14 +69,15 @@ pub mod outbox {
 
     #[derive(Default)]
     pub struct Outbox {
-        pub events: Mutex<Vec<(String, String, serde_json::Value)>>,
+        /// (subject, event) of everything stored.
+        pub events: Mutex<Vec<(String, serde_json::Value)>>,
         pub fail: std::sync::atomic::AtomicBool,
     }
 
     impl Outbox {
-        /// (subject, message id) of everything published, in order.
-        pub fn published(&self) -> Vec<(String, String)> {
-            self.events.lock().unwrap().iter().map(|(subject, id, _)| (subject.clone(), id.clone())).collect()
+        /// The subjects of everything stored, in order.
+        pub fn published(&self) -> Vec<String> {
+            self.events.lock().unwrap().iter().map(|(subject, _)| subject.clone()).collect()
         }
     }
 
@@ -57,7 +87,11 @@ pub mod outbox {
                 anyhow::bail!("no JetStream responders");
             }
             let value = serde_json::to_value(event)?;
-            self.events.lock().unwrap().push((E::SUBJECT.to_owned(), event.message_id(), value));
+            let mut events = self.events.lock().unwrap();
+            // Once per subject, as JetStream keeps it.
+            if !events.iter().any(|(subject, _)| *subject == event.subject()) {
+                events.push((event.subject(), value));
+            }
             Ok(())
         }
     }

@@ -5,13 +5,13 @@ mod support;
 
 use std::sync::Arc;
 
-use jetway_workers::events::{LineItem, OrderCreated};
+use jetway_workers::events::{LineItem, OrderCreated, event_subject};
 use jetway_workers::inventory::{Decision, Inventory, KvStock, Stock};
 use jetway_workers::topology::{self, ConsumerSettings};
 use support::{InProcess, Pipeline, loop_config};
 
 async fn stock(pipeline: &Pipeline) -> KvStock {
-    KvStock::new(pipeline.client.clone(), topology::stock(&pipeline.jetstream).await.unwrap())
+    KvStock::new(pipeline.client.clone(), topology::stock(&pipeline.jetstream, 1).await.unwrap())
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn concurrent_workers_reserve_exactly_the_stock_there_is() {
     assert_eq!(seed.available("WIDGET").await.unwrap().0, 0);
     assert_eq!(seed.available("GADGET").await.unwrap().0, 950, "a rejected order reserved none of its lines");
     let events = pipeline.read_all("INVENTORY").await;
-    let count = |subject: &str| events.iter().filter(|m| m.subject.as_str() == subject).count();
+    let count = |subject: &str| events.iter().filter(|m| event_subject(&m.subject) == subject).count();
     assert_eq!(count("inventory.reserved.v1"), 50);
     assert_eq!(count("inventory.rejected.v1"), 100);
 }
@@ -70,7 +70,7 @@ async fn a_batch_with_one_failed_expectation_stores_none_of_its_messages() {
     use jetway_workers::batch::{BatchMessage, publish_atomically};
 
     let pipeline = Pipeline::start().await;
-    let store = topology::stock(&pipeline.jetstream).await.unwrap();
+    let store = topology::stock(&pipeline.jetstream, 1).await.unwrap();
     store.put("stock.WIDGET", "5".into()).await.unwrap();
     let message = |key: &str, expected: u64| {
         let mut headers = HeaderMap::new();

@@ -1,4 +1,4 @@
-//! `jetway-intake`: accepts orders over HTTP and publishes `orders.created.v1`.
+//! `jetway-intake`: accepts orders over HTTP and publishes `orders.created.v1.<customerId>.<orderId>`.
 
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = shutdown::on_signals();
     let process = Process::start(&args.common, stop.clone(), intake::routes).await?;
     if args.common.create_topology {
-        topology::ensure_streams(&process.jetstream).await?;
+        topology::ensure_streams(&process.jetstream, args.common.replicas.into()).await?;
     }
     stop.cancelled().await;
     process.finish().await

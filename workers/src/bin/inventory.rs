@@ -1,4 +1,5 @@
-//! `jetway-inventory`: reserves stock for each order of `orders.created.v1`.
+//! `jetway-inventory`: reserves stock for each order of `orders.created.v1`, and
+//! gives it back when the order's payment fails (`payments.failed.v1`).
 
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
@@ -7,7 +8,7 @@ use jetway_workers::inventory::{Inventory, KvStock};
 use jetway_workers::process::Process;
 use jetway_workers::topology;
 
-/// Reserves every line of an order or none, and publishes inventory.reserved.v1 or inventory.rejected.v1.
+/// Reserves every line of an order or none (inventory.reserved.v1 or inventory.rejected.v1), and gives it back when the payment fails (inventory.released.v1).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -28,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.worker.common.log)?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let stock = KvStock::new(process.client.clone(), topology::stock(&process.jetstream).await?);
+    let stock = KvStock::new(
+        process.client.clone(),
+        topology::stock(&process.jetstream, args.worker.common.replicas.into()).await?,
+    );
     for (sku, quantity) in &args.seed_stock {
         stock.seed(sku, *quantity).await?;
     }

@@ -1,43 +1,48 @@
-//! `jetway-payment`: charges each order of `orders.created.v1` exactly once.
+//! `jetway-payment`: charges each reserved order exactly once at the payment gateway.
 
 use std::time::Duration;
 
 use clap::Parser;
 use jetway_runtime::{shutdown, telemetry};
 use jetway_workers::cli::WorkerArgs;
-use jetway_workers::payment::{Payment, SimulatedGateway};
+use jetway_workers::payment::{HttpGateway, Payment};
 use jetway_workers::process::Process;
 use jetway_workers::topology;
 
-/// Charges each order exactly once and publishes payments.completed.v1 or payments.failed.v1.
+/// Charges each order of inventory.reserved.v1 once and publishes payments.completed.v1 or payments.failed.v1.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     #[command(flatten)]
     worker: WorkerArgs,
-    /// The simulated gateway's time to answer.
-    #[arg(long, env = "JETWAY_GATEWAY_LATENCY", default_value = "0ms", value_parser = humantime::parse_duration)]
-    gateway_latency: Duration,
-    /// The share of calls the simulated gateway fails (retried later), 0 to 1.
-    #[arg(long, env = "JETWAY_GATEWAY_FAILURE_RATE", default_value_t = 0.0)]
-    gateway_failure_rate: f64,
-    /// The share of charges the simulated gateway declines (payments.failed.v1), 0 to 1.
-    #[arg(long, env = "JETWAY_GATEWAY_DECLINE_RATE", default_value_t = 0.0)]
-    gateway_decline_rate: f64,
+    /// The payment gateway's API root: `POST <url>/v1/charges` in Stripe's shape
+    /// (`jetway-gateway` simulates one).
+    #[arg(long, env = "JETWAY_GATEWAY_URL")]
+    gateway_url: String,
+    /// The gateway's API key, sent as `Authorization: Bearer`; on Kubernetes, from a
+    /// Secret (`env.valueFrom.secretKeyRef`).
+    #[arg(long, env = "JETWAY_GATEWAY_API_KEY", hide_env_values = true)]
+    gateway_api_key: Option<String>,
+    /// The longest one gateway call may take; an unanswered call is asked again later
+    /// under the same idempotency key.
+    #[arg(long, env = "JETWAY_GATEWAY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    gateway_timeout: Duration,
+    /// How long the gateway remembers an idempotency key (Stripe: 24 h). A charge with
+    /// no outcome older than this is dead-lettered instead of asked again.
+    #[arg(long, env = "JETWAY_GATEWAY_KEY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    gateway_key_retention: Duration,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.worker.common.log)?;
-    for (name, rate) in [("failure", args.gateway_failure_rate), ("decline", args.gateway_decline_rate)] {
-        anyhow::ensure!((0.0..=1.0).contains(&rate), "--gateway-{name}-rate must be between 0 and 1");
-    }
+    let gateway = HttpGateway::new(&args.gateway_url, args.gateway_api_key.clone(), args.gateway_timeout)?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
+    let ledger = topology::ledger(&process.jetstream, args.worker.common.replicas.into()).await?;
     let handler = Payment {
-        gateway: SimulatedGateway::new(args.gateway_latency, args.gateway_failure_rate, args.gateway_decline_rate),
-        ledger: topology::ledger(&process.jetstream).await?,
-        publisher: process.jetstream.clone(),
+        key_retention: args.gateway_key_retention,
+        ..Payment::new(gateway, ledger, process.jetstream.clone())
     };
     process.work("payment", &args.worker, &topology::PAYMENT, handler).await
 }

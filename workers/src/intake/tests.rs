@@ -20,10 +20,26 @@ fn a_valid_order_gets_its_total() {
 }
 
 #[test]
-fn an_order_without_an_id_gets_one() {
+fn an_order_without_an_id_is_refused_naming_the_field() {
     let mut body = good();
     body.as_object_mut().unwrap().remove("orderId");
-    assert_eq!(validate(body.to_string().as_bytes()).unwrap().order_id.len(), 20);
+    let invalid = invalid(body);
+    assert_eq!(invalid.field, "orderId");
+    assert!(invalid.error.contains("required"), "{invalid:?}");
+}
+
+#[test]
+fn only_json_bodies_are_read() {
+    let headers = |value: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+        headers
+    };
+    assert!(is_json(&headers("application/json")));
+    assert!(is_json(&headers("Application/JSON; charset=utf-8")));
+    assert!(!is_json(&headers("text/plain")));
+    assert!(!is_json(&headers("application/x-www-form-urlencoded")));
+    assert!(!is_json(&HeaderMap::new()));
 }
 
 #[test]
@@ -39,6 +55,7 @@ fn each_bad_field_is_named() {
         (serde_json::json!({ "items": [] }), "items"),
         (serde_json::json!({ "currency": "euro" }), "currency"),
         (serde_json::json!({ "customerId": "" }), "customerId"),
+        (serde_json::json!({ "customerId": "c.1" }), "customerId"),
         (serde_json::json!({ "orderId": "a/b" }), "orderId"),
         (serde_json::json!({ "coupon": "FREE" }), "coupon"),
     ];

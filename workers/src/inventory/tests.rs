@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use time::macros::datetime;
 
 use super::*;
-use crate::events::LineItem;
+use crate::events::{LineItem, PaymentFailed};
 use crate::fixtures::{delivery, order};
 use crate::publish::outbox::Outbox;
 
@@ -42,10 +42,17 @@ struct MemoryStock {
     decisions: Mutex<HashMap<String, Decision>>,
 }
 
+impl MemoryStock {
+    fn with(stock: &[(&str, u64)]) -> Self {
+        let available = stock.iter().map(|(sku, quantity)| ((*sku).to_owned(), *quantity)).collect();
+        Self { available: Mutex::new(available), decisions: Mutex::default() }
+    }
+}
+
 impl Stock for MemoryStock {
-    async fn reserve(&self, order_id: &str, lines: &[Reservation]) -> anyhow::Result<Decision> {
+    async fn reserve(&self, order: &str, lines: &[Reservation]) -> anyhow::Result<Decision> {
         let mut decisions = self.decisions.lock().unwrap();
-        if let Some(taken) = decisions.get(order_id) {
+        if let Some(taken) = decisions.get(order) {
             return Ok(taken.clone());
         }
         let mut available = self.available.lock().unwrap();
@@ -56,21 +63,70 @@ impl Stock for MemoryStock {
                 *available.get_mut(&item.sku).unwrap() -= u64::from(item.quantity);
             }
         }
-        decisions.insert(order_id.into(), decision.clone());
+        decisions.insert(order.into(), decision.clone());
         Ok(decision)
+    }
+
+    async fn release(&self, order: &str) -> anyhow::Result<Option<Decision>> {
+        let mut decisions = self.decisions.lock().unwrap();
+        let Some(Decision::Reserved { items, .. }) = decisions.get(order).cloned() else {
+            return Ok(decisions.get(order).cloned());
+        };
+        let mut available = self.available.lock().unwrap();
+        for item in &items {
+            *available.get_mut(&item.sku).unwrap() += u64::from(item.quantity);
+        }
+        let released = Decision::Released { items, at: now() };
+        decisions.insert(order.into(), released.clone());
+        Ok(Some(released))
     }
 }
 
+fn inventory(stock: &[(&str, u64)]) -> Inventory<MemoryStock, Outbox> {
+    Inventory { stock: MemoryStock::with(stock), publisher: Outbox::default() }
+}
+
+fn payment_failed(order_id: &str) -> Input {
+    let order = order(order_id);
+    Input::PaymentFailed(PaymentFailed {
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        reason: "card_declined".into(),
+        failed_at: now(),
+    })
+}
+
 #[tokio::test]
-async fn a_redelivered_order_is_reserved_once_and_announced_again() {
-    let stock = MemoryStock {
-        available: Mutex::new(HashMap::from([("WIDGET".into(), 10), ("GADGET".into(), 10)])),
-        decisions: Mutex::default(),
-    };
-    let inventory = Inventory { stock, publisher: Outbox::default() };
-    assert_eq!(inventory.handle(order("o-1"), &delivery(1)).await, Outcome::Ack);
-    assert_eq!(inventory.handle(order("o-1"), &delivery(2)).await, Outcome::Ack);
+async fn a_redelivered_order_is_reserved_once_and_announced_once() {
+    let inventory = inventory(&[("WIDGET", 10), ("GADGET", 10)]);
+    assert_eq!(inventory.handle(Input::Order(order("o-1")), &delivery(1)).await, Outcome::Ack);
+    assert_eq!(inventory.handle(Input::Order(order("o-1")), &delivery(2)).await, Outcome::Ack);
     assert_eq!(inventory.stock.available.lock().unwrap()["WIDGET"], 8);
+    assert_eq!(inventory.publisher.published(), ["inventory.reserved.v1.customer-1.o-1"]);
+    let events = inventory.publisher.events.lock().unwrap();
+    assert_eq!((events[0].1["totalCents"].as_u64(), events[0].1["currency"].as_str()), (Some(2999), Some("EUR")));
+}
+
+#[tokio::test]
+async fn a_failed_payment_gives_the_stock_back_once() {
+    let inventory = inventory(&[("WIDGET", 10), ("GADGET", 10)]);
+    inventory.handle(Input::Order(order("o-1")), &delivery(1)).await;
+    for delivered in [1, 2] {
+        assert_eq!(inventory.handle(payment_failed("o-1"), &delivery(delivered)).await, Outcome::Ack);
+    }
+    assert_eq!(inventory.stock.available.lock().unwrap()["WIDGET"], 10, "released once");
     let published = inventory.publisher.published();
-    assert_eq!(published, vec![("inventory.reserved.v1".into(), "inventory-o-1".into()); 2]);
+    assert_eq!(published, ["inventory.reserved.v1.customer-1.o-1", "inventory.released.v1.customer-1.o-1"]);
+    // The order delivered again after its release reserves nothing again.
+    assert_eq!(inventory.handle(Input::Order(order("o-1")), &delivery(3)).await, Outcome::Ack);
+    assert_eq!(inventory.stock.available.lock().unwrap()["WIDGET"], 10);
+}
+
+#[tokio::test]
+async fn a_rejected_order_holds_nothing_to_release() {
+    let inventory = inventory(&[("WIDGET", 1), ("GADGET", 1)]);
+    inventory.handle(Input::Order(order("o-1")), &delivery(1)).await;
+    assert_eq!(inventory.handle(payment_failed("o-1"), &delivery(1)).await, Outcome::Ack);
+    assert_eq!(inventory.stock.available.lock().unwrap()["WIDGET"], 1);
+    assert_eq!(inventory.publisher.published(), ["inventory.rejected.v1.customer-1.o-1"]);
 }

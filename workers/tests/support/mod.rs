@@ -17,8 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jetway_testground::wait::{free_port, until};
 use jetway_testground::{NatsServer, Tools};
-use jetway_workers::events::{Event, OrderCreated};
-use jetway_workers::publish::event_headers;
+use jetway_workers::events::{Event, InventoryReserved};
+use jetway_workers::publish::trace_headers;
 use jetway_workers::topology;
 use jetway_workers::trace::TraceContext;
 use nix::sys::signal::{Signal, kill};
@@ -42,23 +42,33 @@ impl Pipeline {
         let nats = NatsServer::start(&tools, "").await.expect("a nats-server");
         let client = async_nats::connect(nats.url()).await.expect("connecting");
         let jetstream = jetstream::new(client.clone());
-        topology::ensure_streams(&jetstream).await.expect("the pipeline's streams");
+        topology::ensure_streams(&jetstream, 1).await.expect("the pipeline's streams");
         Self { nats, client, jetstream }
     }
 
-    /// Publishes orders `ids` on `orders.created.v1`, pipelined (a window of
-    /// acknowledgements outstanding, below async-nats's limit), each acknowledged.
+    /// Publishes orders `ids` on `orders.created.v1`, as intake does.
     pub async fn publish_orders(&self, ids: impl IntoIterator<Item = String>) {
-        futures::stream::iter(ids)
-            .map(|id| async move {
-                let order = order(&id);
-                let headers = event_headers(&order.message_id(), &TraceContext::root());
-                let payload = serde_json::to_vec(&order).unwrap().into();
-                self.jetstream.publish_with_headers(OrderCreated::SUBJECT, headers, payload).await.unwrap()
+        self.publish_events(ids.into_iter().map(|id| order(&id))).await;
+    }
+
+    /// Publishes the reservations of orders `ids` on `inventory.reserved.v1`, as
+    /// inventory does, for payment to charge.
+    pub async fn publish_reservations(&self, ids: impl IntoIterator<Item = String>) {
+        self.publish_events(ids.into_iter().map(|id| reservation(&id))).await;
+    }
+
+    /// Publishes `events` each on its subject, pipelined (a window of acknowledgements
+    /// outstanding, below async-nats's limit), each acknowledged.
+    pub async fn publish_events<E: Event>(&self, events: impl IntoIterator<Item = E>) {
+        futures::stream::iter(events)
+            .map(|event| async move {
+                let headers = trace_headers(&TraceContext::root());
+                let payload = serde_json::to_vec(&event).unwrap().into();
+                self.jetstream.publish_with_headers(event.subject(), headers, payload).await.unwrap()
             })
             .buffered(1024)
             .for_each_concurrent(1024, |ack| async move {
-                ack.await.expect("the order was stored");
+                ack.await.expect("the event was stored");
             })
             .await;
     }
@@ -69,9 +79,9 @@ impl Pipeline {
         self.jetstream.get_stream(name).await.unwrap().info().await.unwrap().state.messages
     }
 
-    /// The payment ledger's writes.
-    pub async fn ledger_writes(&self) -> u64 {
-        self.stream_messages("KV_payments-ledger").await
+    /// Orders with a payment outcome announced (completed or failed).
+    pub async fn payment_outcomes(&self) -> u64 {
+        self.stream_messages("PAYMENTS").await
     }
 
     /// Every message of a stream, in order.
@@ -113,10 +123,10 @@ impl Pipeline {
         .unwrap();
     }
 
-    /// Waits until the ledger holds `count` entries.
-    pub async fn wait_ledger(&self, count: u64) {
-        until(&format!("{count} ledger entries"), EVENTUALLY, POLL, || async {
-            Ok((self.ledger_writes().await >= count).then_some(()))
+    /// Waits until `count` orders have their payment outcome announced.
+    pub async fn wait_payment_outcomes(&self, count: u64) {
+        until(&format!("{count} payment outcomes"), EVENTUALLY, POLL, || async {
+            Ok((self.payment_outcomes().await >= count).then_some(()))
         })
         .await
         .unwrap();
@@ -137,6 +147,19 @@ impl Pipeline {
 }
 
 pub use jetway_workers::events::sample_order as order;
+
+/// The reservation inventory announces for [`order`]`(id)`.
+pub fn reservation(id: &str) -> InventoryReserved {
+    let order = order(id);
+    InventoryReserved {
+        items: jetway_workers::inventory::wanted(&order),
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        total_cents: Some(order.total_cents),
+        currency: Some(order.currency),
+        reserved_at: order.created_at,
+    }
+}
 
 pub fn ids(prefix: &str, count: usize) -> impl Iterator<Item = String> {
     let prefix = prefix.to_owned();
@@ -164,6 +187,7 @@ impl Worker {
             "inventory" => env!("CARGO_BIN_EXE_jetway-inventory"),
             "intake" => env!("CARGO_BIN_EXE_jetway-intake"),
             "audit" => env!("CARGO_BIN_EXE_jetway-audit"),
+            "gateway" => env!("CARGO_BIN_EXE_jetway-gateway"),
             other => panic!("no worker {other}"),
         };
         let http: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
