@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics`, served the same way by every Jetway process.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -24,6 +24,9 @@ impl<T: Exposition> Exposition for Arc<T> {
 #[derive(Default)]
 pub struct Health<M> {
     ready: AtomicBool,
+    /// What the process still waits for (a consumer not created yet, say); ready
+    /// only once it waits for nothing.
+    waiting: AtomicUsize,
     pub metrics: M,
 }
 
@@ -33,7 +36,22 @@ impl<M> Health<M> {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.waiting.load(Ordering::Relaxed) == 0
+    }
+
+    /// Not ready until the returned guard is dropped, whatever `set_ready` says.
+    pub fn waiting(self: &Arc<Self>) -> Waiting<M> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self.clone())
+    }
+}
+
+/// Something a process waits for before it is ready; see [`Health::waiting`].
+pub struct Waiting<M>(Arc<Health<M>>);
+
+impl<M> Drop for Waiting<M> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -118,16 +118,19 @@ pub struct Record {
     pub event: serde_json::Value,
 }
 
-/// The records audit stored in `[from, to]`, in the order they were stored.
+/// Hands `each` the records audit stored in `[from, to]`, one at a time, in the order
+/// they were stored, and returns how many there were; a range of any size is read in
+/// the memory of one record.
 pub async fn replay(
     jetstream: &jetstream::Context,
     from: OffsetDateTime,
     to: OffsetDateTime,
-) -> anyhow::Result<Vec<Record>> {
+    mut each: impl FnMut(Record) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let mut stream = jetstream.get_stream(STREAM).await?;
     let state = stream.info().await?.state.clone();
     if state.messages == 0 || state.last_timestamp < from || from > to {
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -136,7 +139,7 @@ pub async fn replay(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    let mut records = Vec::new();
+    let mut records = 0;
     // The stream may grow while it is read; stop at its last message seen above.
     while let Some(message) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await?.transpose()? {
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -145,13 +148,14 @@ pub async fn replay(
             break;
         }
         let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        records.push(Record {
+        each(Record {
             subject: message.subject.trim_start_matches(SUBJECT_PREFIX).to_owned(),
             recorded_at,
             origin_stream: header(ORIGIN_STREAM),
             origin_sequence: header(ORIGIN_SEQUENCE).and_then(|s| s.parse().ok()),
             event: serde_json::from_slice(&message.payload)?,
-        });
+        })?;
+        records += 1;
         if sequence >= state.last_sequence {
             break;
         }

@@ -126,13 +126,13 @@ struct Settler {
 /// Runs `handler` on `consumer` until `stop` is cancelled and in-flight work is settled.
 pub async fn run<H: Handler>(
     jetstream: jetstream::Context,
-    mut consumer: PullConsumer,
+    consumer: PullConsumer,
     handler: Arc<H>,
     config: LoopConfig,
     metrics: LoopMetrics,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let info = consumer.info().await?;
+    let info = consumer.cached_info().clone();
     let max_deliver = u64::try_from(info.config.max_deliver).ok().filter(|max| *max > 0);
     let progress_every = (info.config.ack_wait / 3).max(Duration::from_millis(100));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));

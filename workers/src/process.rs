@@ -1,7 +1,13 @@
 //! One worker process: NATS, the HTTP endpoints, the consume loops, and a shutdown
 //! that stops pulling, settles in-flight work, then drains the connection.
+//!
+//! Workers start in any order: a worker started while NATS is down keeps trying to
+//! connect, and one whose consumer or bucket does not exist yet (the operator has not
+//! created it) waits for it; `/readyz` says not ready until everything is there.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::{ConnectOptions, Event, ServerAddr, jetstream};
@@ -28,8 +34,13 @@ pub struct Process {
     pub http_addr: std::net::SocketAddr,
 }
 
-/// Connects to NATS, reporting connection changes on `health`.
-pub async fn connect(common: &CommonArgs, health: Arc<Health>) -> anyhow::Result<async_nats::Client> {
+/// Connects to NATS, reporting connection changes on `health`. With `keep_trying`,
+/// returns at once and connects in the background for as long as it takes.
+pub async fn connect(
+    common: &CommonArgs,
+    health: Arc<Health>,
+    keep_trying: bool,
+) -> anyhow::Result<async_nats::Client> {
     let servers =
         common.nats_url.split(',').map(|url| url.trim().parse::<ServerAddr>()).collect::<Result<Vec<_>, _>>()?;
     let mut options = ConnectOptions::new().name("jetway-worker").event_callback(move |event| {
@@ -46,6 +57,9 @@ pub async fn connect(common: &CommonArgs, health: Arc<Health>) -> anyhow::Result
     if let Some(path) = &common.nats_creds {
         options = options.credentials_file(path).await?;
     }
+    if keep_trying {
+        options = options.retry_on_initial_connect().max_reconnects(None);
+    }
     Ok(options.connect(servers).await?)
 }
 
@@ -57,8 +71,10 @@ impl Process {
         routes: impl FnOnce(&jetstream::Context, &Arc<Health>) -> Router,
     ) -> anyhow::Result<Self> {
         let health = Arc::new(Health::default());
-        let client = connect(common, health.clone()).await?;
-        health.set_ready(true);
+        let client = connect(common, health.clone(), true).await?;
+        if client.connection_state() == async_nats::connection::State::Connected {
+            health.set_ready(true);
+        }
         let jetstream = jetstream::new(client.clone());
         let listener = TcpListener::bind(common.http_addr).await?;
         let http_addr = listener.local_addr()?;
@@ -85,7 +101,8 @@ impl Process {
         let loops = consume.bindings(defaults).into_iter().map(|binding| {
             let handler = handler.clone();
             async move {
-                let consumer = this.consumer(common, consume, &binding).await?;
+                let what = format!("the consumer {} on {}", binding.durable, binding.stream);
+                let consumer = this.eventually(&what, || this.consumer(common, consume, &binding)).await?;
                 let metrics = this.health.metrics.for_loop(worker);
                 let config = consume.loop_config(worker);
                 consume::run(this.jetstream.clone(), consumer, handler, config, metrics, this.stop.clone()).await
@@ -93,6 +110,28 @@ impl Process {
         });
         try_join_all(loops).await?;
         self.finish().await
+    }
+
+    /// `attempt`'s answer, asked again (with a growing pause, and not ready meanwhile)
+    /// until it has one or the process is stopped: for what a worker needs before it
+    /// can work, which NATS or the operator may not have ready yet.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let _waiting = self.health.waiting();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match attempt().await {
+                Ok(found) => return Ok(found),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "waiting for {what}"),
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => anyhow::bail!("stopped while waiting for {what}"),
+                () = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(5)),
+            }
+        }
     }
 
     /// The durable consumer `binding` names; created first with `--create-topology`.

@@ -39,7 +39,12 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
 
     // Orders, payments and inventory: three events, each audited.
     let records = jetway_testground::wait::until("the order's events to be audited", EVENTUALLY, POLL, || async {
-        let records = audit::replay(&pipeline.jetstream, started, time::OffsetDateTime::now_utc()).await?;
+        let mut records = Vec::new();
+        audit::replay(&pipeline.jetstream, started, time::OffsetDateTime::now_utc(), |record| {
+            records.push(record);
+            Ok(())
+        })
+        .await?;
         Ok((records.len() == 3).then_some(records))
     })
     .await
@@ -60,8 +65,10 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
     }
 
     // A replay of a range before the order holds nothing.
-    let earlier = audit::replay(&pipeline.jetstream, started - Duration::from_secs(3600), started).await.unwrap();
-    assert!(earlier.is_empty(), "{earlier:?}");
+    let earlier = audit::replay(&pipeline.jetstream, started - Duration::from_secs(3600), started, |record| {
+        anyhow::bail!("nothing was recorded then: {record:?}")
+    });
+    assert_eq!(earlier.await.unwrap(), 0);
 
     // Each worker counts what it did.
     for (worker, name) in [(&payment, "payment"), (&inventory, "inventory"), (&audit_worker, "audit")] {
@@ -174,4 +181,32 @@ async fn an_order_without_stock_is_not_charged_and_a_declined_charge_gives_its_s
     let stock = pipeline.jetstream.get_key_value("inventory").await.unwrap();
     let widgets = stock.get("stock.WIDGET").await.unwrap().unwrap();
     assert_eq!(&widgets[..], b"4", "both declined orders gave their widgets back");
+}
+
+#[tokio::test]
+async fn a_worker_started_before_nats_and_its_consumer_waits_and_then_works() {
+    let mut pipeline = Pipeline::start().await;
+    let url = pipeline.nats.url();
+    let gateway = Gateway::start(&[]).await;
+    pipeline.nats.kill();
+    // NATS is down and the payment consumer does not exist: the worker waits, not ready.
+    let payment = Worker::spawn("payment", &url, &["--gateway-url", &gateway.url()]);
+    let readyz = format!("http://{}/readyz", payment.http);
+    jetway_testground::wait::until("the worker to serve its endpoints", EVENTUALLY, POLL, || async {
+        Ok(http_get(&readyz).await.ok().map(|(status, _)| status))
+    })
+    .await
+    .map(|status| assert_eq!(status, 503, "not ready without NATS"))
+    .unwrap();
+    pipeline.nats.start_again().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(http_get(&readyz).await.unwrap().0, 503, "not ready while its consumer does not exist");
+
+    // The operator (here, the test) creates the consumer: the worker finds it and works.
+    pipeline.consumer(&jetway_workers::topology::PAYMENT[0], Default::default()).await;
+    let payment = payment.ready().await;
+    pipeline.publish_reservations(support::ids("late", 5)).await;
+    pipeline.wait_payment_outcomes(5).await;
+    assert_eq!(gateway.stats().await.charges, 5);
+    drop(payment);
 }

@@ -41,11 +41,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.worker.common.log)?;
     if let Some(Command::Replay { from, to }) = args.command {
-        let client = process::connect(&args.worker.common, Default::default()).await?;
+        let client = process::connect(&args.worker.common, Default::default(), false).await?;
         let jetstream = async_nats::jetstream::new(client);
-        for record in audit::replay(&jetstream, from, to.unwrap_or_else(OffsetDateTime::now_utc)).await? {
-            println!("{}", serde_json::to_string(&record)?);
-        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let to = to.unwrap_or_else(OffsetDateTime::now_utc);
+        audit::replay(&jetstream, from, to, |record| {
+            use std::io::Write;
+            Ok(writeln!(out, "{}", serde_json::to_string(&record)?)?)
+        })
+        .await?;
         return Ok(());
     }
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;

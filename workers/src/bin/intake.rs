@@ -21,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
     let stop = shutdown::on_signals();
     let process = Process::start(&args.common, stop.clone(), intake::routes).await?;
     if args.common.create_topology {
-        topology::ensure_streams(&process.jetstream, args.common.replicas.into()).await?;
+        let replicas = args.common.replicas.into();
+        process.eventually("the streams", || topology::ensure_streams(&process.jetstream, replicas)).await?;
     }
     stop.cancelled().await;
     process.finish().await

@@ -29,13 +29,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(&args.worker.common.log)?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let stock = KvStock::new(
-        process.client.clone(),
-        topology::stock(&process.jetstream, args.worker.common.replicas.into()).await?,
-    );
-    for (sku, quantity) in &args.seed_stock {
-        stock.seed(sku, *quantity).await?;
-    }
+    let replicas = args.worker.common.replicas.into();
+    let bucket = process.eventually("the stock bucket", || topology::stock(&process.jetstream, replicas)).await?;
+    let stock = KvStock::new(process.client.clone(), bucket);
+    process
+        .eventually("the seed stock", || async {
+            for (sku, quantity) in &args.seed_stock {
+                stock.seed(sku, *quantity).await?;
+            }
+            Ok(())
+        })
+        .await?;
     let handler = Inventory { stock, publisher: process.jetstream.clone() };
     process.work("inventory", &args.worker, &topology::INVENTORY, handler).await
 }

@@ -39,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&args.worker.common.log)?;
     let gateway = HttpGateway::new(&args.gateway_url, args.gateway_api_key.clone(), args.gateway_timeout)?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
-    let ledger = topology::ledger(&process.jetstream, args.worker.common.replicas.into()).await?;
+    let replicas = args.worker.common.replicas.into();
+    let ledger = process.eventually("the ledger bucket", || topology::ledger(&process.jetstream, replicas)).await?;
     let handler = Payment {
         key_retention: args.gateway_key_retention,
         ..Payment::new(gateway, ledger, process.jetstream.clone())
