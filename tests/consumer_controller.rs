@@ -294,11 +294,12 @@ async fn messages_given_up_on_while_the_operator_is_away_are_dead_lettered_once_
     let stream = ctx.jetstream.get_stream(&work).await.expect("stream");
     let consumer =
         stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("worker").await.expect("consumer");
+    // Counted on the forwarder's own reader: other tests' advisories share the stream.
     let captured = |count: u64| {
-        let advisories = advisories.clone();
+        let (advisories, durable) = (advisories.clone(), target.durable());
         async move {
-            let mut advisories = advisories;
-            Ok::<_, anyhow::Error>((advisories.info().await?.state.messages >= count).then_some(()))
+            let info = advisories.consumer_info(durable).await?.clone();
+            Ok::<_, anyhow::Error>((info.num_pending >= count).then_some(()))
         }
     };
     wait_until("both advisories captured", EVENTUALLY, POLL, || async {
