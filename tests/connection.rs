@@ -342,3 +342,96 @@ async fn a_late_connection_and_a_rotated_secret_reach_their_stream_without_a_res
     assert_eq!(reads().await - reads_before, 0.0, "GETs of Secrets, by the apiserver's count");
     fx.operator.stop().await;
 }
+
+#[tokio::test]
+async fn dead_letters_keep_being_forwarded_after_the_connections_secret_is_rotated() {
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let fx = Fixture::new("conn-dead-letters").await;
+    let users = "authorization { users: [ {user: app, password: first-pw}, {user: next, password: second-pw} ] }";
+    let server = NatsServer::start(&support::tools(), users).await.expect("a nats-server with users");
+    fx.secret("app", &[("user", "app"), ("password", "first-pw")]).await;
+    fx.connection("rotating", json!({"servers": [server.url()], "auth": {"userPassword": {"secretName": "app"}}}))
+        .await;
+    let (work, dead) = (fx.ctx.unique("WORK"), fx.ctx.unique("DEAD"));
+    let apply = |kind: &'static str, name: &'static str, spec: Value| {
+        let object =
+            json!({"apiVersion": "jetway.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            fx.ctx.client.clone(),
+            &fx.ctx.namespace,
+            &kube::api::ApiResource {
+                group: "jetway.dev".into(),
+                version: "v1alpha1".into(),
+                api_version: "jetway.dev/v1alpha1".into(),
+                kind: kind.into(),
+                plural: format!("{}s", kind.to_lowercase()),
+            },
+        );
+        async move { api.patch(name, &PatchParams::apply("jetway-tests"), &Patch::Apply(object)).await.expect(name) }
+    };
+    let connection = json!({"name": "rotating"});
+    apply("Stream", "work", json!({"name": work, "subjects": ["work"], "connectionRef": connection})).await;
+    apply("Stream", "dead", json!({"name": dead, "subjects": ["dead"], "connectionRef": connection})).await;
+    let consumer = json!({"streamName": work, "durableName": "worker", "maxDeliver": 1, "ackWait": "1s",
+        "deadLetter": {"subject": "dead"}, "connectionRef": connection});
+    apply("Consumer", "worker", consumer).await;
+    let consumers: Api<jetway::api::consumer::Consumer> = fx.ctx.api();
+    wait_condition(&consumers, "worker", "Ready", "True").await;
+
+    let client = async_nats::ConnectOptions::with_user_and_password("next".into(), "second-pw".into())
+        .connect(server.url())
+        .await
+        .expect("connecting as the test");
+    let jetstream = async_nats::jetstream::new(client);
+    // One message given up on (its only delivery is nak'ed), then the dead letters counted.
+    let give_up_on = |payload: &'static str, letters: u64| {
+        let jetstream = jetstream.clone();
+        let (work, dead) = (work.clone(), dead.clone());
+        async move {
+            jetstream.publish("work", payload.into()).await.expect("publish").await.expect("ack");
+            let stream = jetstream.get_stream(&work).await.expect("the stream");
+            let consumer =
+                stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("worker").await.unwrap();
+            wait_until(&format!("{letters} dead letters"), EVENTUALLY, POLL, || async {
+                let mut batch =
+                    consumer.fetch().max_messages(10).expires(std::time::Duration::from_millis(300)).messages().await?;
+                while let Some(message) = batch.next().await {
+                    message
+                        .map_err(|e| anyhow::anyhow!(e))?
+                        .ack_with(AckKind::Nak(None))
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                }
+                let mut dead = jetstream.get_stream(&dead).await?;
+                Ok((dead.info().await?.state.messages >= letters).then_some(()))
+            })
+            .await
+            .expect("the dead letter");
+        }
+    };
+    give_up_on("before", 1).await;
+
+    // The Secret rotated to another user: the old client is closed, a new one used.
+    fx.secret("app", &[("user", "next"), ("password", "second-pw")]).await;
+    let monitor: std::net::SocketAddr = server.monitor_url().trim_start_matches("http://").parse().unwrap();
+    wait_until("the operator on its new client only", EVENTUALLY, POLL, || async {
+        let (_, connz) = support::http_get(monitor, "/connz?auth=true").await?;
+        let connz: Value = serde_json::from_str(&connz)?;
+        let users: Vec<&str> = connz["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == "jetway")
+            .filter_map(|c| c["authorized_user"].as_str())
+            .collect();
+        Ok((!users.is_empty() && users.iter().all(|user| *user == "next")).then_some(()))
+    })
+    .await
+    .unwrap();
+    give_up_on("after", 2).await;
+    let letters = jetstream.get_stream(&dead).await.unwrap();
+    let last = letters.get_raw_message(2).await.expect("the second dead letter");
+    assert_eq!(&last.payload[..], b"after", "forwarded through the rotated connection");
+    fx.operator.stop().await;
+}

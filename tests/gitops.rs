@@ -69,7 +69,7 @@ async fn plan_then_run_then_plan_shows_nothing_left_to_do() {
     assert_eq!(code, 2, "changes pending: {report}");
     let before = actions(&report);
     assert!(before.iter().all(|(_, action)| action == "create"), "{before:?}");
-    assert_eq!(before.len(), 10, "five streams and five consumers");
+    assert_eq!(before.len(), 11, "five streams and six consumers");
 
     let operator = Operator::start(&ctx.namespace, |config| config.nats.servers = vec![nats.url()]).await;
     kubectl(&ctx, &["apply", "-k", &base.display().to_string()]);

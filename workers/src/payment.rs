@@ -6,11 +6,12 @@
 //! stock back. Each delivery, first or not, goes through the same steps, and the
 //! ledger (KV, one key per order) says where the order stands:
 //!
-//! 1. read the ledger: an order already settled (charged or declined) is only
-//!    announced again, with no call to the gateway;
-//! 2. no entry: write the intent, `Pending` with the idempotency key
+//! 1. write the intent, `Pending` with the idempotency key
 //!    (`jetway-payment-<customerId>.<orderId>`) and the time, only if the order has no
-//!    entry (a racing delivery's intent wins and is used instead);
+//!    entry;
+//! 2. it has one: read it. An order already settled (charged or declined) is only
+//!    announced again, with no call to the gateway; an intent (a racing or an earlier
+//!    delivery's) is used as if written here;
 //! 3. ask the gateway under that key; the consume loop sends in-progress acks while
 //!    it answers, so no second worker gets the order meanwhile. No definite answer:
 //!    retry later, under the same key;
@@ -109,22 +110,23 @@ impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
     }
 
     /// The order's intent (its key, since when, the revision), written now if it had
-    /// none; or, as the error, the outcome already settled.
+    /// none; or, as the error, the outcome already settled. The write comes first: on
+    /// a first delivery it is the only ledger request, and it fails only for an order
+    /// that has an entry, which is then read.
     async fn intent(&self, order: &str) -> anyhow::Result<Result<(String, OffsetDateTime, u64), LedgerEntry>> {
-        // Twice at most: a racing delivery's intent can come between the read and the write.
+        // Twice at most: the entry could be removed between the failed write and the read.
         for _ in 0..2 {
+            let (idempotency_key, since) = (format!("jetway-payment-{order}"), now());
+            let intent = LedgerEntry::Pending { idempotency_key: idempotency_key.clone(), since };
+            if let Some(revision) = self.ledger.create(order, &intent).await? {
+                return Ok(Ok((idempotency_key, since, revision)));
+            }
             match self.ledger.read(order).await? {
                 Some(Versioned { entry: LedgerEntry::Pending { idempotency_key, since }, revision }) => {
                     return Ok(Ok((idempotency_key, since, revision)));
                 }
                 Some(Versioned { entry, .. }) => return Ok(Err(entry)),
-                None => {
-                    let (idempotency_key, since) = (format!("jetway-payment-{order}"), now());
-                    let intent = LedgerEntry::Pending { idempotency_key: idempotency_key.clone(), since };
-                    if let Some(revision) = self.ledger.create(order, &intent).await? {
-                        return Ok(Ok((idempotency_key, since, revision)));
-                    }
-                }
+                None => {}
             }
         }
         anyhow::bail!("the ledger entry of {order} keeps changing")
