@@ -87,6 +87,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("payment stage: {payment_rate:.0} orders/s");
     let latency = intake_latency(&pipeline, args.rate, args.duration).await?;
     eprintln!("intake latency: measured");
+    // The latency run's orders are not the end-to-end run's to reserve and charge.
+    pipeline.stream("ORDERS").await.purge().await?;
     let end_to_end = end_to_end(&pipeline, &gateway, args.end_to_end, args.clients).await?;
     let stats = gateway.stats().await;
 
@@ -236,7 +238,7 @@ async fn intake_latency(pipeline: &Pipeline, rate: u64, duration: Duration) -> a
 async fn end_to_end(pipeline: &Pipeline, gateway: &Gateway, orders: usize, clients: usize) -> anyhow::Result<f64> {
     let url = pipeline.nats.url();
     let intake = Worker::spawn("intake", &url, &[]).ready().await;
-    let stock = format!("WIDGET={},GADGET={}", 2 * orders, orders);
+    let stock = format!("WIDGET={},GADGET={}", 2 * orders, orders); // exactly enough
     let inventory = Worker::spawn("inventory", &url, &["--create-topology", "--seed-stock", &stock]).ready().await;
     let payment = Worker::spawn("payment", &url, &["--gateway-url", &gateway.url()]).ready().await;
     let before = pipeline.payment_outcomes().await;

@@ -20,15 +20,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use jetway_workers::consume::dead_letter;
 use jetway_workers::events::{InventoryReleased, InventoryReserved, Reservation, event_subject};
 use jetway_workers::topology;
 use nix::sys::signal::Signal;
 use rand::Rng;
 use support::gateway::Gateway;
-use support::{Pipeline, Worker, http_request};
+use support::{Pipeline, Worker};
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// `POST url` with a JSON `body`: (status, answer).
+async fn post(http: &Http, url: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))?;
+    let response = http.request(request).await?;
+    let status = response.status().as_u16();
+    let answer = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+}
 
 #[derive(Parser)]
 struct Args {
@@ -60,12 +77,17 @@ fn stock_of(sku: &str) -> u64 {
     if sku.starts_with("RARE") { SCARCE } else { STOCK }
 }
 
-/// An order of one to three random lines.
+/// An order of one to three random lines; one line in twenty is of a scarce SKU.
 fn order_body(id: &str) -> String {
     let mut rng = rand::rng();
+    let common = SKUS.iter().filter(|sku| !sku.starts_with("RARE")).count();
     let items: Vec<serde_json::Value> = (0..rng.random_range(1..=3))
         .map(|_| {
-            let sku = SKUS[rng.random_range(0..SKUS.len())];
+            let sku = if rng.random_bool(0.05) {
+                SKUS[rng.random_range(common..SKUS.len())]
+            } else {
+                SKUS[rng.random_range(0..common)]
+            };
             serde_json::json!({"sku": sku, "quantity": rng.random_range(1..=3), "unitPriceCents": 999})
         })
         .collect();
@@ -108,6 +130,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let posted = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let orders_url = format!("http://{}/orders", intake.http);
+    // One pooled HTTP client, as a real client fleet keeps its connections.
+    let http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(args.clients).build_http::<Full<Bytes>>();
     let started = Instant::now();
     let clients = {
         let (accepted, posted, done) = (accepted.clone(), posted.clone(), done.clone());
@@ -115,14 +139,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             futures::stream::iter(support::ids("soak", count))
                 .map(|id| {
-                    let (url, accepted, posted) = (orders_url.clone(), accepted.clone(), posted.clone());
+                    let (url, accepted, posted, http) =
+                        (orders_url.clone(), accepted.clone(), posted.clone(), http.clone());
                     async move {
                         let body = order_body(&id);
                         // A tenth of the clients send their order twice, as after a lost answer.
                         let times = if rand::rng().random_bool(0.1) { 2 } else { 1 };
                         for time in 0..times {
                             loop {
-                                match http_request("POST", &url, &[("content-type", "application/json")], &body).await {
+                                match post(&http, &url, &body).await {
                                     Ok((202, answer)) => {
                                         if time == 0 && answer.contains("\"duplicate\":false") {
                                             accepted.fetch_add(1, Ordering::Relaxed);

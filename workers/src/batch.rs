@@ -36,6 +36,9 @@ impl BatchError {
 #[derive(Deserialize)]
 struct Answer {
     error: Option<ApiError>,
+    /// The stream sequence of the batch's last message; the others come right before it.
+    #[serde(default)]
+    seq: u64,
 }
 
 #[derive(Deserialize)]
@@ -45,8 +48,10 @@ struct ApiError {
     description: String,
 }
 
-/// Publishes `messages` as one atomic batch and waits for the commit's answer.
-pub async fn publish_atomically(client: &async_nats::Client, messages: Vec<BatchMessage>) -> Result<(), BatchError> {
+/// Publishes `messages` as one atomic batch and waits for the commit's answer: the
+/// stream sequence of the last message (the batch is stored in one piece, so message
+/// `i` of `n` has `last - (n - 1 - i)`).
+pub async fn publish_atomically(client: &async_nats::Client, messages: Vec<BatchMessage>) -> Result<u64, BatchError> {
     let id = Alphanumeric.sample_string(&mut rand::rng(), 22);
     let count = messages.len();
     for (index, mut message) in messages.into_iter().enumerate() {
@@ -68,6 +73,7 @@ pub async fn publish_atomically(client: &async_nats::Client, messages: Vec<Batch
         if let Some(error) = answer.error {
             return Err(BatchError::Refused { code: error.err_code, description: error.description });
         }
+        return Ok(answer.seq);
     }
-    Ok(())
+    Ok(0)
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use time::macros::datetime;
 
 use super::*;
-use crate::events::{LineItem, PaymentFailed};
+use crate::events::{LineItem, PaymentFailed, now};
 use crate::fixtures::{delivery, order};
 use crate::publish::outbox::Outbox;
 
