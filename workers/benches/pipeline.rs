@@ -49,6 +49,9 @@ struct Args {
     /// Orders posted for the end-to-end figure.
     #[arg(long, default_value_t = 50_000)]
     end_to_end: usize,
+    /// SKUs the spread end-to-end run's orders are over.
+    #[arg(long, default_value_t = 1000)]
+    skus: usize,
     /// Requests in flight at once for the end-to-end figure.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -87,9 +90,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("payment stage: {payment_rate:.0} orders/s");
     let latency = intake_latency(&pipeline, args.rate, args.duration).await?;
     eprintln!("intake latency: measured");
-    // The latency run's orders are not the end-to-end run's to reserve and charge.
-    pipeline.stream("ORDERS").await.purge().await?;
-    let end_to_end = end_to_end(&pipeline, &gateway, args.end_to_end, args.clients).await?;
+    // Each run purges the orders before it, which are not its to reserve and charge.
+    let spread = end_to_end(&pipeline, &gateway, args.end_to_end, args.clients, Shape::Spread(args.skus)).await?;
+    eprintln!("end to end, spread: {spread:.0} orders/s");
+    let hot = end_to_end(&pipeline, &gateway, args.end_to_end, args.clients, Shape::Hot).await?;
     let stats = gateway.stats().await;
 
     let ms = |micros: u64| micros as f64 / 1000.0;
@@ -120,12 +124,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ms(latency.histogram.max())
     );
     println!(
-        "end to end ({} orders, {} clients): POST /orders -> intake -> payment -> ack",
+        "end to end ({} orders, {} clients): POST /orders -> intake -> inventory -> payment (gateway) -> ack",
         args.end_to_end, args.clients
     );
     println!(
-        "  orders/s                       {end_to_end:>10.0}   (intake, inventory, payment, the gateway, nats-server and the HTTP load on the same {} cores)",
+        "  orders/s, over {} SKUs        {spread:>10.0}   (intake, inventory, payment, the gateway, nats-server and the HTTP load on the same {} cores)",
+        args.skus,
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "  orders/s, one hot pair of SKUs {hot:>10.0}   (every reservation waits for the one before: one atomic batch each)"
     );
     println!(
         "at the gateway: {} charges for {} orders, {} duplicate charges",
@@ -233,21 +241,50 @@ async fn intake_latency(pipeline: &Pipeline, rate: u64, duration: Duration) -> a
     Ok(Latency { histogram, failed })
 }
 
+/// The shape of the end-to-end run's orders.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Each order one line of one of this many SKUs, in turn.
+    Spread(usize),
+    /// Every order the same two SKUs: one hot pair every reservation waits on.
+    Hot,
+}
+
 /// Posts `orders` through intake with `clients` requests in flight while inventory
 /// and payment run, and times it from the first request to the last payment's ack.
-async fn end_to_end(pipeline: &Pipeline, gateway: &Gateway, orders: usize, clients: usize) -> anyhow::Result<f64> {
+async fn end_to_end(
+    pipeline: &Pipeline,
+    gateway: &Gateway,
+    orders: usize,
+    clients: usize,
+    shape: Shape,
+) -> anyhow::Result<f64> {
+    pipeline.stream("ORDERS").await.purge().await?;
     let url = pipeline.nats.url();
     let intake = Worker::spawn("intake", &url, &[]).ready().await;
-    let stock = format!("WIDGET={},GADGET={}", 2 * orders, orders); // exactly enough
+    let stock = match shape {
+        Shape::Spread(skus) => (0..skus).map(|n| format!("SKU-{n}={orders}")).collect::<Vec<_>>().join(","),
+        Shape::Hot => format!("WIDGET={},GADGET={}", 2 * orders, orders),
+    };
     let inventory = Worker::spawn("inventory", &url, &["--create-topology", "--seed-stock", &stock]).ready().await;
     let payment = Worker::spawn("payment", &url, &["--gateway-url", &gateway.url()]).ready().await;
     let before = pipeline.payment_outcomes().await;
     let client = http_client();
     let orders_url = format!("http://{}/orders", intake.http);
+    let prefix = match shape {
+        Shape::Spread(_) => "spread",
+        Shape::Hot => "hot",
+    };
     let started = Instant::now();
-    let answers: Vec<u16> = futures::stream::iter(ids("e2e", orders))
-        .map(|id| {
-            let request = post(&orders_url, order_request(&id));
+    let answers: Vec<u16> = futures::stream::iter(ids(prefix, orders).enumerate())
+        .map(|(n, id)| {
+            let body = match shape {
+                Shape::Spread(skus) => serde_json::json!({"orderId": id, "customerId": "customer-1", "currency": "EUR",
+                    "items": [{"sku": format!("SKU-{}", n % skus), "quantity": 1, "unitPriceCents": 999}]})
+                .to_string(),
+                Shape::Hot => order_request(&id),
+            };
+            let request = post(&orders_url, body);
             let client = client.clone();
             async move { client.request(request).await.map(|response| response.status().as_u16()).unwrap_or(0) }
         })
