@@ -121,6 +121,14 @@ impl ConsumeArgs {
     }
 }
 
+/// Fails the test naming the first flag of `command` without an env fallback.
+#[cfg(test)]
+pub(crate) fn assert_every_flag_has_an_environment_variable(command: &clap::Command) {
+    for arg in command.get_arguments().filter(|a| a.get_long().is_some()) {
+        assert!(arg.get_env().is_some(), "--{} has no env fallback", arg.get_long().unwrap_or_default());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -149,9 +157,7 @@ mod tests {
     #[test]
     fn every_worker_flag_has_an_environment_variable() {
         use clap::CommandFactory;
-        for arg in Worker::command().get_arguments().filter(|a| a.get_long().is_some()) {
-            assert!(arg.get_env().is_some(), "--{} has no env fallback", arg.get_long().unwrap_or_default());
-        }
+        assert_every_flag_has_an_environment_variable(&Worker::command());
     }
 
     #[test]

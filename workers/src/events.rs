@@ -83,6 +83,19 @@ impl<E: Event> Decode for E {
     }
 }
 
+/// `impl Event` for an event type with `customer_id` and `order_id` fields, on `subject`.
+macro_rules! event {
+    ($type:ty, $subject:literal) => {
+        impl Event for $type {
+            const SUBJECT: &'static str = $subject;
+
+            fn order(&self) -> OrderRef<'_> {
+                OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
+            }
+        }
+    };
+}
+
 /// An amount of money in the currency's minor unit (cents), never a float.
 pub type Cents = u64;
 
@@ -122,13 +135,7 @@ pub struct OrderCreated {
     pub created_at: OffsetDateTime,
 }
 
-impl Event for OrderCreated {
-    const SUBJECT: &'static str = "orders.created.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(OrderCreated, "orders.created.v1");
 
 /// The order's total was charged: published on `payments.completed.v1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -147,13 +154,7 @@ pub struct PaymentCompleted {
     pub charged_at: OffsetDateTime,
 }
 
-impl Event for PaymentCompleted {
-    const SUBJECT: &'static str = "payments.completed.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(PaymentCompleted, "payments.completed.v1");
 
 /// The gateway declined the charge: published on `payments.failed.v1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -170,13 +171,7 @@ pub struct PaymentFailed {
     pub failed_at: OffsetDateTime,
 }
 
-impl Event for PaymentFailed {
-    const SUBJECT: &'static str = "payments.failed.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(PaymentFailed, "payments.failed.v1");
 
 /// One line's stock, as reserved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -206,13 +201,7 @@ pub struct InventoryReserved {
     pub reserved_at: OffsetDateTime,
 }
 
-impl Event for InventoryReserved {
-    const SUBJECT: &'static str = "inventory.reserved.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(InventoryReserved, "inventory.reserved.v1");
 
 /// A line could not be reserved, so none was: published on `inventory.rejected.v1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -231,13 +220,7 @@ pub struct InventoryRejected {
     pub rejected_at: OffsetDateTime,
 }
 
-impl Event for InventoryRejected {
-    const SUBJECT: &'static str = "inventory.rejected.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(InventoryRejected, "inventory.rejected.v1");
 
 /// The stock an order had reserved was put back, because its payment failed: published
 /// on `inventory.released.v1`.
@@ -252,13 +235,7 @@ pub struct InventoryReleased {
     pub released_at: OffsetDateTime,
 }
 
-impl Event for InventoryReleased {
-    const SUBJECT: &'static str = "inventory.released.v1";
-
-    fn order(&self) -> OrderRef<'_> {
-        OrderRef { customer_id: &self.customer_id, order_id: &self.order_id }
-    }
-}
+event!(InventoryReleased, "inventory.released.v1");
 
 /// Any event of the pipeline, as audit reads them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

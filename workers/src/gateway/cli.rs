@@ -74,9 +74,7 @@ mod tests {
 
     #[test]
     fn every_gateway_flag_has_an_environment_variable() {
-        for arg in GatewayArgs::command().get_arguments().filter(|a| a.get_long().is_some()) {
-            assert!(arg.get_env().is_some(), "--{} has no env fallback", arg.get_long().unwrap_or_default());
-        }
+        crate::cli::assert_every_flag_has_an_environment_variable(&GatewayArgs::command());
     }
 
     #[test]
