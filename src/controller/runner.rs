@@ -128,7 +128,7 @@ where
             Default::default(),
         );
     let controller = configure(kube::runtime::Controller::for_stream(changes, store.clone()), store.clone());
-    let synced = ctx.clone();
+    let (synced, readiness) = (ctx.clone(), store.clone());
     tokio::spawn(async move {
         // The store's readiness wakes one waiter only, and the controller's own runner
         // waits on it too; so ask again every so often instead of waiting once.
@@ -142,7 +142,20 @@ where
             }
         }
     });
-    controller
+    // kube's runner waits for the store before it runs anything, and a graceful
+    // shutdown does not end that wait: stopped before its first list completed (a pod
+    // stopped while starting), a controller would sit out the whole grace period. With
+    // nothing reconciled yet, there is nothing to wait for.
+    let unready_stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            if matches!(futures::FutureExt::now_or_never(readiness.wait_until_ready()), Some(Ok(()))) {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let running = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILES_IN_FLIGHT))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
@@ -164,8 +177,11 @@ where
             if let Err(err) = result {
                 tracing::debug!(error = %err, "reconcile failed");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = running => {}
+        () = unready_stop => tracing::debug!(kind, "stopped before its objects were listed"),
+    }
 }
 
 /// An object the types cannot read: a Warning event and `Ready=False` naming the
