@@ -209,9 +209,10 @@ impl Stock for KvStock {
             if attempt > 0 {
                 contended(attempt).await;
             }
-            let Some((Decision::Reserved { items, .. }, decided_at)) = self.decision(order).await? else {
+            let (items, decided_at) = match self.decision(order).await? {
+                Some((Decision::Reserved { items, .. }, decided_at)) => (items, decided_at),
                 // Released already, rejected (nothing held), or never seen.
-                return Ok(self.decision(order).await?.map(|(decision, _)| decision));
+                other => return Ok(other.map(|(decision, _)| decision)),
             };
             let _held = self.lock(&items).await;
             let stock = self.stock(&items).await?;
