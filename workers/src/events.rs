@@ -203,6 +203,14 @@ pub struct InventoryReserved {
 
 event!(InventoryReserved, "inventory.reserved.v1");
 
+impl InventoryReserved {
+    /// `order` reserved as `items` at `reserved_at`, with what payment charges for it.
+    pub fn of(order: OrderCreated, items: Vec<Reservation>, reserved_at: OffsetDateTime) -> Self {
+        let OrderCreated { order_id, customer_id, total_cents, currency, .. } = order;
+        Self { order_id, customer_id, items, total_cents: Some(total_cents), currency: Some(currency), reserved_at }
+    }
+}
+
 /// A line could not be reserved, so none was: published on `inventory.rejected.v1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -14,14 +14,7 @@ pub fn order(order_id: &str) -> OrderCreated {
 /// The reservation inventory announces for [`order`].
 pub fn reserved(order_id: &str) -> InventoryReserved {
     let order = order(order_id);
-    InventoryReserved {
-        items: wanted(&order),
-        order_id: order.order_id,
-        customer_id: order.customer_id,
-        total_cents: Some(order.total_cents),
-        currency: Some(order.currency),
-        reserved_at: datetime!(2026-11-24 08:00 UTC),
-    }
+    InventoryReserved::of(order.clone(), wanted(&order), datetime!(2026-11-24 08:00 UTC))
 }
 
 /// The `delivered`th delivery of a message on `subject`.

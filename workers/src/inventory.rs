@@ -127,14 +127,12 @@ impl<S: Stock, P: Publish> Inventory<S, P> {
     async fn reserve(&self, order: OrderCreated, delivery: &Delivery) -> anyhow::Result<()> {
         let key = order.order().to_string();
         let decision = self.stock.reserve(&key, &wanted(&order)).await?;
-        let OrderCreated { order_id, customer_id, total_cents, currency, .. } = order;
         match decision {
             Decision::Reserved { items, at } => {
-                let (total_cents, currency) = (Some(total_cents), Some(currency));
-                let event = InventoryReserved { order_id, customer_id, items, total_cents, currency, reserved_at: at };
-                self.publisher.publish(&event, &delivery.trace).await
+                self.publisher.publish(&InventoryReserved::of(order, items, at), &delivery.trace).await
             }
             Decision::Rejected { sku, requested, available, at } => {
+                let OrderCreated { order_id, customer_id, .. } = order;
                 let event = InventoryRejected { order_id, customer_id, sku, requested, available, rejected_at: at };
                 self.publisher.publish(&event, &delivery.trace).await
             }

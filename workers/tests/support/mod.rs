@@ -151,14 +151,8 @@ pub use jetway_workers::events::sample_order as order;
 /// The reservation inventory announces for [`order`]`(id)`.
 pub fn reservation(id: &str) -> InventoryReserved {
     let order = order(id);
-    InventoryReserved {
-        items: jetway_workers::inventory::wanted(&order),
-        order_id: order.order_id,
-        customer_id: order.customer_id,
-        total_cents: Some(order.total_cents),
-        currency: Some(order.currency),
-        reserved_at: order.created_at,
-    }
+    let at = order.created_at;
+    InventoryReserved::of(order.clone(), jetway_workers::inventory::wanted(&order), at)
 }
 
 pub fn ids(prefix: &str, count: usize) -> impl Iterator<Item = String> {
