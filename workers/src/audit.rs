@@ -68,7 +68,7 @@ impl Handler for Audit {
     async fn handle(&self, received: Received, delivery: &Delivery) -> Outcome {
         match self.record(received, delivery).await {
             Ok(()) => Outcome::Ack,
-            Err(error) => Outcome::retry(format!("recording the event: {error:#}")),
+            Err(error) => Outcome::from_error(&error.context("recording the event")),
         }
     }
 }

@@ -6,6 +6,10 @@
 //! dead-lettered at once. Handle: the business handler returns an [`Outcome`].
 //! While a handler runs it sends in-progress acks every third of the consumer's ack
 //! wait, so a slow handler keeps its message and no second worker starts the same one.
+//! A handler that finds a dependency unavailable (a bucket without a leader, the
+//! payment gateway down) is run again in place with a backoff, the message kept in
+//! progress: an outage costs no delivery, so it never turns good messages into dead
+//! letters, and the slots it holds stop the loop pulling more until it is over.
 //! Settle (I/O): ack; nak with a backoff delay; or publish to the dead-letter subject
 //! with the origin in headers and terminate. A retry on the consumer's last allowed
 //! delivery becomes a dead letter; a dead letter that cannot be published on the last
@@ -44,6 +48,9 @@ pub enum Outcome {
     Retry { after: Option<Duration>, error: String },
     /// Never: move it to the dead-letter subject.
     DeadLetter { error: String },
+    /// A dependency cannot answer now: run the handler again in place, after a
+    /// backoff, without giving the message back (no delivery is used up).
+    Unavailable { error: String },
 }
 
 impl Outcome {
@@ -54,6 +61,21 @@ impl Outcome {
 
     pub fn dead_letter(error: impl ToString) -> Self {
         Self::DeadLetter { error: error.to_string() }
+    }
+
+    pub fn unavailable(error: impl ToString) -> Self {
+        Self::Unavailable { error: error.to_string() }
+    }
+
+    /// What a handler's error means: data that cannot be read will not read better
+    /// later, so it is retried as a delivery (and ends as a dead letter); anything
+    /// else (NATS, the gateway, contention on a key) is a dependency to wait for.
+    pub fn from_error(error: &anyhow::Error) -> Self {
+        let text = format!("{error:#}");
+        match error.chain().any(|cause| cause.is::<serde_json::Error>()) {
+            true => Self::retry(text),
+            false => Self::unavailable(text),
+        }
     }
 }
 
@@ -119,6 +141,9 @@ struct Settler {
     /// How often a message being handled is reported in progress.
     progress_every: Duration,
     metrics: LoopMetrics,
+    /// Cancelled when the loop is asked to stop: handlers waiting for a dependency
+    /// give their message back at once.
+    stop: CancellationToken,
     /// Cancelled when the grace period is over: handlers still running are cut short.
     abandon: CancellationToken,
 }
@@ -143,6 +168,7 @@ pub async fn run<H: Handler>(
         max_deliver,
         progress_every,
         metrics,
+        stop: stop.clone(),
         abandon: CancellationToken::new(),
     });
     let mut pull_errors = pull_backoff();
@@ -262,22 +288,43 @@ impl Settler {
             trace_id = %delivery.trace.trace_id(),
         );
         async {
-            let outcome = match H::Event::decode(&delivery.subject, &message.payload) {
-                Err(error) => Outcome::dead_letter(error),
-                Ok(event) => self
-                    .in_progress(&message, handler.handle(event, &delivery))
-                    .await
-                    .unwrap_or_else(|| Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down".into() }),
-            };
+            let outcome = self
+                .in_progress(&message, self.handle(&*handler, &message, &delivery))
+                .await
+                .unwrap_or_else(|| Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down".into() });
             self.settle(&message, &delivery, outcome, started).await;
         }
         .instrument(span)
         .await
     }
 
+    /// Decodes and handles the message, again and again while the handler finds a
+    /// dependency unavailable, until it decides or the loop stops.
+    async fn handle<H: Handler>(&self, handler: &H, message: &jetstream::Message, delivery: &Delivery) -> Outcome {
+        for attempt in 1.. {
+            let error = match H::Event::decode(&delivery.subject, &message.payload) {
+                Err(error) => return Outcome::dead_letter(error),
+                Ok(event) => match handler.handle(event, delivery).await {
+                    Outcome::Unavailable { error } => error,
+                    outcome => return outcome,
+                },
+            };
+            let delay = self.retry_delay(attempt);
+            tracing::warn!(%error, attempt, retry_in = ?delay, "a dependency is unavailable, trying again in place");
+            self.metrics.waited();
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        Outcome::Retry { after: Some(Duration::ZERO), error: "shutting down while a dependency was unavailable".into() }
+    }
+
     async fn settle(&self, message: &jetstream::Message, delivery: &Delivery, outcome: Outcome, started: Instant) {
         let outcome = match outcome {
-            Outcome::Retry { error, .. } if self.max_deliver.is_some_and(|max| delivery.delivered >= max) => {
+            Outcome::Retry { error, .. } | Outcome::Unavailable { error }
+                if self.max_deliver.is_some_and(|max| delivery.delivered >= max) =>
+            {
                 Outcome::dead_letter(format!("gave up after {} deliveries: {error}", delivery.delivered))
             }
             outcome => outcome,
@@ -290,12 +337,9 @@ impl Settler {
                 }
                 self.metrics.processed(seconds());
             }
-            Outcome::Retry { after, error } => {
-                let delay = after.unwrap_or_else(|| self.retry_delay(delivery.delivered));
-                tracing::info!(%error, retry_in = ?delay, "handing the message back");
-                self.nak(message, delay).await;
-                self.metrics.failed(seconds());
-            }
+            Outcome::Retry { after, error } => self.hand_back(message, delivery, after, &error, started).await,
+            // `handle` waits in place; an outcome that did not go through it is handed back.
+            Outcome::Unavailable { error } => self.hand_back(message, delivery, None, &error, started).await,
             Outcome::DeadLetter { error } => {
                 let last = self.max_deliver.is_some_and(|max| delivery.delivered >= max);
                 let stored = match self.dead_letter(message, delivery, &error).await {
@@ -324,6 +368,20 @@ impl Settler {
                 }
             }
         }
+    }
+
+    async fn hand_back(
+        &self,
+        message: &jetstream::Message,
+        delivery: &Delivery,
+        after: Option<Duration>,
+        error: &str,
+        started: Instant,
+    ) {
+        let delay = after.unwrap_or_else(|| self.retry_delay(delivery.delivered));
+        tracing::info!(%error, retry_in = ?delay, "handing the message back");
+        self.nak(message, delay).await;
+        self.metrics.failed(started.elapsed().as_secs_f64());
     }
 
     /// Ends the message's deliveries, saying the worker moved it itself.

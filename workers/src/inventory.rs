@@ -118,7 +118,7 @@ impl<S: Stock, P: Publish> Handler for Inventory<S, P> {
         };
         match done {
             Ok(()) => Outcome::Ack,
-            Err(error) => Outcome::retry(format!("{error:#}")),
+            Err(error) => Outcome::from_error(&error),
         }
     }
 }

@@ -26,6 +26,7 @@ pub struct LoopMetrics {
     processed: Counter,
     failed: Counter,
     dead_lettered: Counter,
+    waited: Counter,
     duration: Histogram,
     in_flight: Gauge,
 }
@@ -41,6 +42,11 @@ impl LoopMetrics {
     pub fn failed(&self, seconds: f64) {
         self.failed.inc();
         self.duration.observe(seconds);
+    }
+
+    /// A handler run again in place because a dependency was unavailable.
+    pub fn waited(&self) {
+        self.waited.inc();
     }
 
     pub fn dead_lettered(&self, seconds: f64) {
@@ -69,6 +75,7 @@ pub struct Metrics {
     processed: Family<WorkerLabels, Counter>,
     failed: Family<WorkerLabels, Counter>,
     dead_lettered: Family<WorkerLabels, Counter>,
+    waited: Family<WorkerLabels, Counter>,
     duration: Family<WorkerLabels, Histogram>,
     in_flight: Family<WorkerLabels, Gauge>,
     /// Intake's HTTP answers to `POST /orders`, by status code.
@@ -92,6 +99,12 @@ impl Metrics {
         registry.register("messages_processed", "Messages handled and acknowledged", processed.clone());
         let failed = Family::<WorkerLabels, Counter>::default();
         registry.register("messages_failed", "Messages handed back to be retried later", failed.clone());
+        let waited = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "dependency_waits",
+            "Handler runs repeated in place because NATS or the gateway was unavailable",
+            waited.clone(),
+        );
         let dead_lettered = Family::<WorkerLabels, Counter>::default();
         registry.register("messages_dead_lettered", "Messages moved to the dead-letter subject", dead_lettered.clone());
         let duration = Family::<WorkerLabels, Histogram>::new_with_constructor(histogram);
@@ -115,6 +128,7 @@ impl Metrics {
             processed,
             failed,
             dead_lettered,
+            waited,
             duration,
             in_flight,
             orders_answered,
@@ -130,6 +144,7 @@ impl Metrics {
             processed: self.processed.get_or_create(&labels).clone(),
             failed: self.failed.get_or_create(&labels).clone(),
             dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
+            waited: self.waited.get_or_create(&labels).clone(),
             duration: self.duration.get_or_create(&labels).clone(),
             in_flight: self.in_flight.get_or_create(&labels).clone(),
         }

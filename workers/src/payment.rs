@@ -66,7 +66,7 @@ impl<G: Gateway, L: Ledger, P: Publish> Handler for Payment<G, L, P> {
     async fn handle(&self, reserved: InventoryReserved, delivery: &Delivery) -> Outcome {
         match self.pay(&reserved, delivery).await {
             Ok(outcome) => outcome,
-            Err(error) => Outcome::retry(format!("{error:#}")),
+            Err(error) => Outcome::from_error(&error),
         }
     }
 }
@@ -96,7 +96,7 @@ impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
         let outcome = match self.gateway.charge(&request).await {
             Ok(Charge::Approved { charge_id }) => LedgerEntry::Charged { charge_id, amount_cents, currency, at: now() },
             Ok(Charge::Declined { reason }) => LedgerEntry::Declined { reason, at: now() },
-            Err(unavailable) => return Ok(Outcome::retry(unavailable)),
+            Err(unavailable) => return Ok(Outcome::unavailable(unavailable)),
         };
         let settled = match self.ledger.replace(&order, &outcome, revision).await? {
             Some(_) => outcome,

@@ -75,8 +75,13 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
         let (_, metrics) = http_get(&format!("http://{}/metrics", worker.http)).await.unwrap();
         let processed = format!("jetway_worker_messages_processed_total{{worker=\"{name}\"}} ");
         assert!(metrics.contains(&processed), "{name}: {metrics}");
-        for family in ["messages_failed", "messages_dead_lettered", "processing_duration_seconds", "messages_in_flight"]
-        {
+        for family in [
+            "messages_failed",
+            "messages_dead_lettered",
+            "dependency_waits",
+            "processing_duration_seconds",
+            "messages_in_flight",
+        ] {
             assert!(metrics.contains(&format!("jetway_worker_{family}")), "{name} lacks {family}");
         }
     }

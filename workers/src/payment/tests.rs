@@ -120,7 +120,7 @@ async fn a_worker_that_died_after_the_charge_is_answered_the_same_charge_on_rede
     payment.gateway.outage.store(true, Ordering::Relaxed);
     // The charge went through but its answer never came back: the outcome is unknown.
     let first = payment.handle(reserved("o-1"), &delivery(1)).await;
-    assert!(matches!(first, Outcome::Retry { .. }), "{first:?}");
+    assert!(matches!(first, Outcome::Unavailable { .. }), "{first:?}");
     payment.gateway.answers.lock().unwrap().insert(
         "jetway-payment-customer-1.o-1".into(),
         Charge::Approved { charge_id: "ch_made_before_the_crash".into() },
@@ -149,10 +149,10 @@ async fn racing_deliveries_record_one_charge_and_both_announce_it() {
 }
 
 #[tokio::test]
-async fn a_gateway_outage_is_retried_and_leaves_only_the_intent() {
+async fn a_gateway_outage_is_waited_for_and_leaves_only_the_intent() {
     let payment = payment();
     payment.gateway.outage.store(true, Ordering::Relaxed);
-    assert!(matches!(payment.handle(reserved("o-1"), &delivery(1)).await, Outcome::Retry { after: None, .. }));
+    assert!(matches!(payment.handle(reserved("o-1"), &delivery(1)).await, Outcome::Unavailable { .. }));
     assert!(matches!(entry(&payment), Some(LedgerEntry::Pending { .. })));
     assert!(payment.publisher.published().is_empty());
 }
@@ -171,7 +171,7 @@ async fn a_decline_is_recorded_and_announced_as_failed() {
 async fn an_unpublished_outcome_is_retried_and_then_announced_from_the_ledger() {
     let payment = payment();
     payment.publisher.fail.store(true, Ordering::Relaxed);
-    assert!(matches!(payment.handle(reserved("o-1"), &delivery(1)).await, Outcome::Retry { .. }));
+    assert!(matches!(payment.handle(reserved("o-1"), &delivery(1)).await, Outcome::Unavailable { .. }));
     payment.publisher.fail.store(false, Ordering::Relaxed);
     assert_eq!(payment.handle(reserved("o-1"), &delivery(2)).await, Outcome::Ack);
     assert_eq!(payment.gateway.charges.load(Ordering::Relaxed), 1);
