@@ -21,8 +21,7 @@ impl Replica {
     /// A replica that reaches Kubernetes through `kubeconfig` and NATS at `nats_url`
     /// (a test's proxies, to cut it off).
     pub fn start_through(ctx: &TestContext, kubeconfig: &Path, nats_url: &str) -> Self {
-        let port = jetway_testground::wait::free_port().expect("a port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = jetway_testground::wait::own_address().expect("an address");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
             .args(["run", "--namespace", &ctx.namespace, "--leader-elect-namespace", &ctx.namespace])
             .args(["--metrics-addr", &addr.to_string(), "--nats-url", nats_url, "--resync-interval", "2s"])

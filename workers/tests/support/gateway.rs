@@ -1,6 +1,6 @@
 //! The payment gateway simulator (`jetway-gateway`) run as a child process.
 //!
-//! Each [`Gateway`] has a private state directory and a fixed port, so it can be
+//! Each [`Gateway`] has a private state directory and a fixed address, so it can be
 //! SIGKILLed and started again on the same journal at the same address.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jetway_testground::wait::{free_port, until};
+use jetway_testground::wait::until;
 use jetway_workers::gateway::stats::Stats;
 use jetway_workers::gateway::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use nix::sys::signal::{Signal, kill};
@@ -24,7 +24,7 @@ pub const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencod
 /// A `jetway-gateway` process and the state it keeps.
 pub struct Gateway {
     state: tempfile::TempDir,
-    port: u16,
+    addr: std::net::SocketAddr,
     child: Option<Child>,
 }
 
@@ -47,17 +47,17 @@ impl Gateway {
     /// Starts a gateway on a new state with `flags`, and waits until it is up.
     pub async fn start(flags: &[&str]) -> Self {
         let state = tempfile::tempdir().expect("a state directory");
-        let mut gateway = Self { state, port: free_port().unwrap(), child: None };
+        let mut gateway = Self { state, addr: jetway_testground::wait::own_address().unwrap(), child: None };
         gateway.start_again(flags).await;
         gateway
     }
 
     /// Starts the gateway (again, after [`Gateway::kill`]) on the same state and
-    /// port with `flags`, and waits until it is up.
+    /// address with `flags`, and waits until it is up.
     pub async fn start_again(&mut self, flags: &[&str]) {
         assert!(self.child.is_none(), "the gateway is still running");
         let child = Command::new(env!("CARGO_BIN_EXE_jetway-gateway"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--listen", &self.addr.to_string()])
             .arg("--state")
             .arg(self.journal())
             .env("JETWAY_LOG", std::env::var("JETWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
@@ -83,7 +83,7 @@ impl Gateway {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr)
     }
 
     /// The journal file.

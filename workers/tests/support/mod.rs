@@ -15,7 +15,7 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jetway_testground::wait::{free_port, until};
+use jetway_testground::wait::until;
 use jetway_testground::{NatsServer, Tools};
 use jetway_workers::events::{Event, InventoryReserved};
 use jetway_workers::publish::trace_headers;
@@ -184,7 +184,7 @@ impl Worker {
             "gateway" => env!("CARGO_BIN_EXE_jetway-gateway"),
             other => panic!("no worker {other}"),
         };
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
+        let http = jetway_testground::wait::own_address().unwrap();
         let child = Command::new(program)
             .args(["--nats-url", nats_url, "--http-addr", &http.to_string()])
             // Workers log warnings; JETWAY_TEST_WORKER_LOG=debug shows more.
