@@ -62,7 +62,10 @@ pub async fn operator(attached: &Attached, namespace: &str, port: u16) -> anyhow
     operator_with(attached, namespace, port, &[]).await
 }
 
-/// [`operator`] with more `jetway run` flags.
+/// [`operator`] with more `jetway run` flags. `JETWAY_BENCH_OPERATOR_ENV` (`NAME=value`
+/// pairs, space-separated) is given to the operator alone: an allocator's tunables, or
+/// a heap profiler's preload (`LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so
+/// DUMP_HEAPTRACK_OUTPUT=/tmp/operator.raw`, read with `heaptrack_interpret`).
 pub async fn operator_with(
     attached: &Attached,
     namespace: &str,
@@ -72,6 +75,7 @@ pub async fn operator_with(
     let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
         .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-filter", "warn"])
         .args(flags)
+        .envs(operator_env())
         .env("KUBECONFIG", &attached.kubeconfig)
         .env("JETWAY_NATS_URL", &attached.nats_url)
         .stdout(Stdio::null())
@@ -86,6 +90,11 @@ pub async fn operator_with(
     )
     .await?;
     Ok(operator)
+}
+
+fn operator_env() -> Vec<(String, String)> {
+    let pairs = std::env::var("JETWAY_BENCH_OPERATOR_ENV").unwrap_or_default();
+    pairs.split_whitespace().filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
 }
 
 pub async fn metrics(port: u16) -> anyhow::Result<String> {
