@@ -88,6 +88,8 @@ build nats "$NATS_CLI_VERSION" go_install "github.com/nats-io/natscli/nats@$NATS
 link "$out" nats
 build helm "$HELM_VERSION" go_install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" helm
 link "$out" helm
+build glua "$GOPHER_LUA_VERSION" go_install "github.com/yuin/gopher-lua/cmd/glua@$GOPHER_LUA_VERSION" glua
+link "$out" glua
 # Our own small tool: keyed by its source, so an edit rebuilds it.
 jwt_version=$(cat "$here"/tools/jwt/main.go "$here"/tools/jwt/go.mod | sha256sum | cut -c1-12)
 build jetway-jwt "$jwt_version" module_build jwt jetway.dev/hack/tools/jwt
