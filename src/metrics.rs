@@ -68,7 +68,7 @@ impl Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that ended in an error, by kind and reason",
+            "Reconciles that ended in an error (a refusal, a missing stream or connection, NATS or the apiserver unavailable), by kind and reason",
             reconcile_errors.clone(),
         );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -165,6 +165,11 @@ impl Metrics {
         if let Some(reason) = error_reason {
             self.reconcile_errors.get_or_create(&ErrorLabels { kind, reason }).inc();
         }
+    }
+
+    /// A reconcile that ended in an error its status reports and no backoff follows.
+    pub fn reconcile_failed(&self, kind: &'static str, reason: &'static str) {
+        self.reconcile_errors.get_or_create(&ErrorLabels { kind, reason }).inc();
     }
 
     /// The exposition text served on `/metrics`.

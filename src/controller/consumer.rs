@@ -109,7 +109,7 @@ async fn apply(consumer: Arc<Consumer>, ctx: Arc<Context>) -> Result<Action, Rec
         state: report.map(|r| r.state).or(previous.state.clone()),
     };
     ctx.write_status(&*consumer, &previous, &status).await?;
-    ctx.next(&key, outcome)
+    ctx.next(KIND, &key, outcome)
 }
 
 impl JetStreamKind for Consumer {

@@ -269,7 +269,21 @@ impl Context {
     }
 
     /// How soon to look again after `outcome`; `Err` asks the runner for backoff.
-    pub fn next(&self, key: &str, outcome: Result<Done, ReconcileError>) -> Result<Action, ReconcileError> {
+    /// What follows a reconcile of a `kind` object. An error the runner backs off from
+    /// is returned (and counted there); one that status reports (a refusal, a missing
+    /// stream or connection) is counted here, so that the errors a user sees in status
+    /// are the ones the metrics count.
+    pub fn next(
+        &self,
+        kind: &'static str,
+        key: &str,
+        outcome: Result<Done, ReconcileError>,
+    ) -> Result<Action, ReconcileError> {
+        if let Err(e) = &outcome
+            && e.retry() != Retry::Backoff
+        {
+            self.metrics.reconcile_failed(kind, e.reason());
+        }
         match outcome {
             Err(e) if e.retry() == Retry::Backoff => Err(e),
             Err(e) if e.retry() == Retry::Soon => Ok(self.soon()),

@@ -91,7 +91,7 @@ async fn apply(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Reconci
         cluster: report.as_ref().and_then(|r| r.cluster.clone()).or(previous.cluster.clone()),
     };
     ctx.write_status(stream, &previous, &status).await?;
-    ctx.next(&key, outcome)
+    ctx.next(KIND, &key, outcome)
 }
 
 /// The annotation by which a user lets one generation of a Stream's spec remove

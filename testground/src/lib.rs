@@ -7,6 +7,7 @@
 //! (`up`) and hands it over in environment variables; [`Ground::from_env`] attaches
 //! to those, and [`Ground::start`] starts a private one.
 
+pub mod dashboard;
 pub mod kube;
 pub mod nats;
 pub mod netns;

@@ -87,6 +87,16 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
     }
     let (_, metrics) = http_get(&format!("http://{}/metrics", intake.http)).await.unwrap();
     assert!(metrics.contains("jetway_worker_orders_answered_total{status=\"202\"} 1"), "{metrics}");
+
+    // The dashboard's worker panels query what these processes export, labels included.
+    let mut scraped = String::new();
+    for worker in [&intake, &payment, &inventory, &audit_worker] {
+        scraped += &http_get(&format!("http://{}/metrics", worker.http)).await.unwrap().1;
+    }
+    let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/jetway/dashboards/jetway.json");
+    let scrape = jetway_testground::dashboard::Scrape::parse(&scraped);
+    let checked = jetway_testground::dashboard::check(dashboard.as_ref(), &scrape, |m| m.starts_with("jetway_worker_"));
+    assert!(checked.unwrap() >= 6);
 }
 
 #[tokio::test]
