@@ -49,9 +49,19 @@ pub struct References {
     pub connections: OnceLock<Store<NatsConnection>>,
     streams: OnceLock<Store<Stream>>,
     consumers: OnceLock<Store<Consumer>>,
-    /// The settings users of each NatsConnection last resolved (`None`: they failed to).
-    given: Mutex<HashMap<Named, Option<NatsSettings>>>,
+    /// What users of each NatsConnection were given, and how often it resolved itself.
+    given: Mutex<Given>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Named>>>,
+}
+
+#[derive(Default)]
+struct Given {
+    /// The settings users of each NatsConnection last resolved (`None`: they failed to).
+    settings: HashMap<Named, Option<NatsSettings>>,
+    /// How many times each NatsConnection resolved its own settings: a user whose
+    /// resolution overlapped one of those resolves again, since the connection's
+    /// check of what users were given may have come before the user's record of it.
+    resolved: HashMap<Named, u64>,
 }
 
 impl References {
@@ -74,10 +84,19 @@ impl References {
     /// The settings of the NatsConnection `name` in `namespace`, for one of its users.
     /// The NatsConnection store must be synced.
     pub async fn settings(&self, namespace: &str, name: &str) -> Result<NatsSettings, ResolveError> {
-        let settings = self.resolve_named(namespace, name).await;
-        let given = settings.as_ref().ok().cloned();
-        self.given.lock().expect("given settings").insert((namespace.to_owned(), name.to_owned()), given);
-        settings
+        let named = (namespace.to_owned(), name.to_owned());
+        let resolved = |given: &Given| given.resolved.get(&named).copied().unwrap_or(0);
+        let mut before = resolved(&self.given.lock().expect("given settings"));
+        loop {
+            let settings = self.resolve_named(namespace, name).await;
+            let mut given = self.given.lock().expect("given settings");
+            given.settings.insert(named.clone(), settings.as_ref().ok().cloned());
+            let now = resolved(&given);
+            if now == before {
+                return settings;
+            }
+            before = now;
+        }
     }
 
     async fn resolve_named(&self, namespace: &str, name: &str) -> Result<NatsSettings, ResolveError> {
@@ -96,12 +115,11 @@ impl References {
         self.secrets.named_by(user, secrets_named(&namespace, &connection.spec));
         let settings = resolve(&self.secrets, &namespace, &connection.spec).await;
         let named = (namespace, connection.name_any());
-        let stale = self
-            .given
-            .lock()
-            .expect("given settings")
-            .get(&named)
-            .is_some_and(|given| *given != settings.as_ref().ok().cloned());
+        let stale = {
+            let mut given = self.given.lock().expect("given settings");
+            *given.resolved.entry(named.clone()).or_default() += 1;
+            given.settings.get(&named).is_some_and(|given| *given != settings.as_ref().ok().cloned())
+        };
         if stale {
             self.subscribers
                 .lock()
@@ -116,7 +134,9 @@ impl References {
     pub fn forget(&self, connection: &NatsConnection, user: &str) {
         self.secrets.named_by(user, BTreeSet::new());
         let named = (connection.namespace().unwrap_or_default(), connection.name_any());
-        self.given.lock().expect("given settings").remove(&named);
+        let mut given = self.given.lock().expect("given settings");
+        given.settings.remove(&named);
+        given.resolved.remove(&named);
     }
 
     /// The NatsConnections whose users' settings may have changed.

@@ -260,7 +260,15 @@ where
     wait_until(&what, EVENTUALLY, POLL, || async {
         let list = api.list(&Default::default()).await?.items;
         let ready = |object: &K| condition(object, "Ready").is_some_and(|c| c.status == "True");
-        Ok((!list.is_empty() && list.iter().all(ready)).then_some(list))
+        match list.iter().find(|object| !ready(object)) {
+            // Say what the one still waiting says, for a test that times out.
+            Some(waiting) => anyhow::bail!(
+                "{} not Ready: {:?}",
+                waiting.meta().name.as_deref().unwrap_or("?"),
+                condition(waiting, "Ready")
+            ),
+            None => Ok((!list.is_empty()).then_some(list)),
+        }
     })
     .await
     .expect("Ready")
