@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
-use support::{EVENTUALLY, Operator, POLL, TestContext, wait_until};
+use support::{Operator, TestContext};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/jetway");
 const PREVIOUS_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds-0.1.0.yaml");
@@ -30,18 +30,8 @@ async fn replace_crds(client: &kube::Client, yaml: &str) {
             }
             None => drop(crds.create(&PostParams::default(), &crd).await.expect("creating the CRD")),
         }
-        established(&crds, &name).await;
+        support::wait_established(&crds, &name).await;
     }
-}
-
-async fn established(crds: &Api<CustomResourceDefinition>, name: &str) {
-    wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
-        let crd = crds.get(name).await?;
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-    })
-    .await
-    .unwrap();
 }
 
 /// Writes `object` as it is, whatever today's Rust types make of it.
@@ -89,7 +79,7 @@ async fn objects_written_under_the_previous_crds_are_kept_and_reconciled_after_t
     let served: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
     for crd in jetway::crds::all() {
         let name = crd.metadata.name.clone().unwrap();
-        established(&served, &name).await;
+        support::wait_established(&served, &name).await;
         let schema = |crd: &CustomResourceDefinition| serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
         assert_eq!(schema(&served.get(&name).await.unwrap()), schema(&crd), "{name} is today's");
     }

@@ -192,14 +192,22 @@ pub async fn install_crds(client: &Client) {
     for crd in jetway::crds::all() {
         let name = crd.metadata.name.clone().expect("a name");
         crds.patch(&name, &PatchParams::apply("jetway-tests").force(), &Patch::Apply(&crd)).await.expect("applying");
-        wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
-            let crd = crds.get(&name).await?;
-            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-        })
-        .await
-        .expect("Established");
+        wait_established(&crds, &name).await;
     }
+}
+
+/// Waits until the apiserver serves the CRD `name`.
+pub async fn wait_established(
+    crds: &Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    name: &str,
+) {
+    wait_until("the CRD to be Established", EVENTUALLY, POLL, || async {
+        let crd = crds.get(name).await?;
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+    })
+    .await
+    .expect("Established");
 }
 
 /// Jetway kinds whose status carries conditions.
