@@ -59,6 +59,7 @@ required_version() { # DIR_UNDER_tools MODULE
 command -v go >/dev/null || { log "go is required to build the test servers"; exit 1; }
 ETCD_VERSION=$(required_version etcd go.etcd.io/etcd/server/v3)
 KUBERNETES_VERSION=$(required_version k8s k8s.io/kubernetes)
+JAEGER_VERSION=$(required_version jaeger github.com/jaegertracing/jaeger)
 
 set_dir=$cache/sets/$(cat "$here/tools.env" "$here"/tools/*/go.mod "$here"/tools/jwt/main.go | sha256sum | cut -c1-16)${KUBEBUILDER_ASSETS:+-assets}
 mkdir -p "$set_dir"
@@ -88,6 +89,8 @@ build nats "$NATS_CLI_VERSION" go_install "github.com/nats-io/natscli/nats@$NATS
 link "$out" nats
 build helm "$HELM_VERSION" go_install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" helm
 link "$out" helm
+build jaeger "$JAEGER_VERSION" module_build jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+link "$out" jaeger
 build glua "$GOPHER_LUA_VERSION" go_install "github.com/yuin/gopher-lua/cmd/glua@$GOPHER_LUA_VERSION" glua
 link "$out" glua
 # Our own small tool: keyed by its source, so an edit rebuilds it.

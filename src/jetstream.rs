@@ -118,6 +118,7 @@ pub fn hash(value: &impl serde::Serialize) -> u64 {
 }
 
 /// The stream's report, or `None` when the server has no stream of that name.
+#[tracing::instrument(name = "STREAM.INFO", skip_all, fields(stream = name))]
 pub async fn observe_stream(js: &Context, name: &str) -> Result<Option<StreamReport>, JetStreamError> {
     match js.get_stream(name).await {
         Ok(stream) => Ok(Some(StreamReport::from(stream.cached_info()))),
@@ -130,6 +131,7 @@ pub async fn observe_stream(js: &Context, name: &str) -> Result<Option<StreamRep
 }
 
 /// How many messages each subject of the stream holds (paged by the server).
+#[tracing::instrument(name = "STREAM.INFO subjects", skip_all, fields(stream = name))]
 pub async fn messages_per_subject(js: &Context, name: &str) -> Result<Vec<u64>, JetStreamError> {
     use futures::TryStreamExt;
     let unavailable = |err: &dyn std::fmt::Display| JetStreamError::Unavailable(err.to_string());
@@ -140,6 +142,7 @@ pub async fn messages_per_subject(js: &Context, name: &str) -> Result<Vec<u64>, 
 
 /// Creates the stream and reads it back: the create answer carries no cluster
 /// figures, which the first resync would otherwise write into status as news.
+#[tracing::instrument(name = "STREAM.CREATE", skip_all, fields(stream = %config.name))]
 pub async fn create_stream(js: &Context, config: Config) -> Result<StreamReport, JetStreamError> {
     let mut stream = js.create_stream(config).await.map_err(stream_write_error)?;
     match stream.info().await {
@@ -148,12 +151,14 @@ pub async fn create_stream(js: &Context, config: Config) -> Result<StreamReport,
     }
 }
 
+#[tracing::instrument(name = "STREAM.UPDATE", skip_all, fields(stream = %config.name))]
 pub async fn update_stream(js: &Context, config: Config) -> Result<StreamReport, JetStreamError> {
     let info = js.update_stream(config).await.map_err(stream_write_error)?;
     Ok(StreamReport::from(&info))
 }
 
 /// Deletes the stream; one already gone counts as deleted.
+#[tracing::instrument(name = "STREAM.DELETE", skip_all, fields(stream = name))]
 pub async fn delete_stream(js: &Context, name: &str) -> Result<(), JetStreamError> {
     match js.delete_stream(name).await {
         Ok(_) => Ok(()),
@@ -207,6 +212,7 @@ pub enum ConsumerLookup {
     NoStream,
 }
 
+#[tracing::instrument(name = "CONSUMER.INFO", skip_all, fields(stream = stream, consumer = name))]
 pub async fn observe_consumer(js: &Context, stream: &str, name: &str) -> Result<ConsumerLookup, JetStreamError> {
     let request = format!("CONSUMER.INFO.{stream}.{name}");
     let response: Result<jetstream::response::Response<consumer::Info>, _> =
@@ -223,6 +229,7 @@ pub async fn observe_consumer(js: &Context, stream: &str, name: &str) -> Result<
 }
 
 /// Creates or updates the consumer (the server tells them apart by whether it exists).
+#[tracing::instrument(name = "CONSUMER.CREATE", skip_all, fields(stream = stream, consumer = ?config.durable_name, create = create))]
 pub async fn put_consumer(
     js: &Context,
     stream: &str,
@@ -273,6 +280,7 @@ async fn pause_consumer(
 }
 
 /// Deletes the consumer; one already gone, or whose stream is gone, counts as deleted.
+#[tracing::instrument(name = "CONSUMER.DELETE", skip_all, fields(stream = stream, consumer = name))]
 pub async fn delete_consumer(js: &Context, stream: &str, name: &str) -> Result<(), JetStreamError> {
     let request = format!("CONSUMER.DELETE.{stream}.{name}");
     let response: Result<jetstream::response::Response<serde_json::Value>, _> =

@@ -10,10 +10,13 @@ use jetway::{crds, export, manifest, nack, preview, run, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(&cli.log) {
-        eprintln!("jetway: {err:#}");
-        return ExitCode::FAILURE;
-    }
+    let _telemetry = match telemetry::init(&cli.log, "jetway") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("jetway: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => run_operator(*args).await.map(|()| 0),
         Command::Crds => crds::print(&mut std::io::stdout().lock()).map(|()| 0),

@@ -115,6 +115,14 @@ pub async fn converge<K: JetStreamKind>(
     }
 }
 
+/// [`JetStreamKind::plan`] in a span of its own, which says what was planned.
+fn planned<K: JetStreamKind>(desired: &K::Desired, report: Option<&K::Report>, released: bool) -> Plan<K::Config> {
+    let span = tracing::info_span!("plan", of = K::NOUN, plan = tracing::field::Empty);
+    let plan = span.in_scope(|| K::plan(desired, report, released));
+    span.record("plan", plan.name());
+    plan
+}
+
 /// [`converge`] within the object's turn; `unlisted`: take the inventory's word that
 /// the object does not exist.
 async fn converge_turn<K: JetStreamKind>(
@@ -132,7 +140,7 @@ async fn converge_turn<K: JetStreamKind>(
         None => desired.clone(),
     };
     if let Some(report) = K::recall(desired, connection, ctx)
-        && matches!(K::plan(desired, Some(&report), false), Plan::InSync)
+        && matches!(planned::<K>(desired, Some(&report), false), Plan::InSync)
     {
         ctx.inventory.reported(K::KIND, &key, Some(K::fingerprint(&report)));
         return (Some(report), Ok(Done::InSync));
@@ -145,12 +153,12 @@ async fn converge_turn<K: JetStreamKind>(
         },
     };
     ctx.inventory.reported(K::KIND, &key, report.as_ref().map(K::fingerprint));
-    let mut plan = K::plan(desired, report.as_ref(), false);
+    let mut plan = planned::<K>(desired, report.as_ref(), false);
     if let (Plan::OwnedElsewhere { owner }, Some(_)) = (&plan, &report)
         && !ctx.owner_exists::<K>(owner).await
     {
         // A mark left by an object since deleted binds nothing.
-        plan = K::plan(desired, report.as_ref(), true);
+        plan = planned::<K>(desired, report.as_ref(), true);
     }
     if ctx.settings.observe_only {
         let pending = match &plan {

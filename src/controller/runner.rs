@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Context, DecodeError, Decoded, FIELD_MANAGER, FINALIZER, ReconcileError, RunnerError, key};
 use crate::status::Health;
@@ -159,13 +160,19 @@ where
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILES_IN_FLIGHT))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
-            move |object: Arc<Decoded<K>>, ctx| async move {
-                match &object.object {
-                    Ok(typed) => with_finalizer(Arc::new(typed.clone()), &ctx, kind, apply, cleanup).await,
-                    Err(error) => report_undecodable(&object, error, &ctx, kind).await.map_err(|e| {
-                        RunnerError(kube::runtime::finalizer::Error::ApplyFailed(ReconcileError::Kube(e)))
-                    }),
+            move |object: Arc<Decoded<K>>, ctx| {
+                // kube's own "reconciling object" span covers the call, not the
+                // future: this one is the parent of everything the reconcile does.
+                let span = tracing::info_span!("reconcile", kind, object = %key(&*object));
+                async move {
+                    match &object.object {
+                        Ok(typed) => with_finalizer(Arc::new(typed.clone()), &ctx, kind, apply, cleanup).await,
+                        Err(error) => report_undecodable(&object, error, &ctx, kind).await.map_err(|e| {
+                            RunnerError(kube::runtime::finalizer::Error::ApplyFailed(ReconcileError::Kube(e)))
+                        }),
+                    }
                 }
+                .instrument(span)
             },
             |object: Arc<Decoded<K>>, error: &RunnerError, ctx: Arc<Context>| {
                 tracing::warn!(object = %key(&*object), kind = K::kind(&()).as_ref(), error = %error, "will retry");

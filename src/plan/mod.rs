@@ -57,6 +57,22 @@ pub enum Plan<C> {
     AdoptionRefused,
 }
 
+impl<C> Plan<C> {
+    /// What the plan does, in a word, for traces and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Plan::InSync => "in-sync",
+            Plan::Create { .. } => "create",
+            Plan::Update { .. } => "update",
+            Plan::Adopt { .. } => "adopt",
+            Plan::Refused { .. } => "refused",
+            Plan::WouldLoseMessages { .. } => "would-lose-messages",
+            Plan::OwnedElsewhere { .. } => "owned-elsewhere",
+            Plan::AdoptionRefused => "adoption-refused",
+        }
+    }
+}
+
 /// Whose an observed object is, from its ownership mark, for the object `owner` with
 /// `adoption` policy: `Ok(true)` to adopt, `Ok(false)` when it is already this
 /// object's, and the plan to stop at otherwise.

@@ -8,6 +8,7 @@
 //! to those, and [`Ground::start`] starts a private one.
 
 pub mod dashboard;
+pub mod jaeger;
 pub mod kube;
 pub mod nats;
 pub mod netns;

@@ -22,7 +22,6 @@ use crate::consume::dead_letter::{ORIGIN_SEQUENCE, ORIGIN_STREAM, ORIGIN_SUBJECT
 use crate::consume::{Delivery, Handler, Outcome};
 use crate::events::{Decode, DecodeError, PipelineEvent};
 use crate::publish::{Stored, publish_once};
-use crate::trace::TRACEPARENT;
 
 pub const STREAM: &str = "AUDIT";
 pub const SUBJECT_PREFIX: &str = "audit.";
@@ -80,7 +79,6 @@ impl Audit {
         headers.insert(ORIGIN_SEQUENCE, delivery.stream_sequence.to_string().as_str());
         headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
         headers.insert(ORIGIN_PUBLISHED, rfc3339(delivery.published).as_str());
-        headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
         let subject = format!("{SUBJECT_PREFIX}{}", delivery.subject);
         let payload = received.payload;
         if let Stored::New(_) = publish_once(&self.jetstream, subject.clone(), headers.clone(), payload.clone()).await?

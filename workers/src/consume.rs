@@ -35,7 +35,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::events::Decode;
 use crate::metrics::LoopMetrics;
-use crate::trace::TraceContext;
 
 /// What a handler decided about one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,9 +86,6 @@ pub struct Delivery {
     /// 1 on the first delivery.
     pub delivered: u64,
     pub published: time::OffsetDateTime,
-    /// This handling's span: a child of the publisher's. Put it on what the handler
-    /// publishes.
-    pub trace: TraceContext,
 }
 
 /// A worker's business logic: an event in, an outcome out. Testable without NATS.

@@ -5,7 +5,6 @@ use time::macros::datetime;
 use crate::consume::Delivery;
 use crate::events::{InventoryReserved, OrderCreated, sample_order};
 use crate::inventory::wanted;
-use crate::trace::TraceContext;
 
 pub fn order(order_id: &str) -> OrderCreated {
     OrderCreated { created_at: datetime!(2026-11-24 08:00 UTC), ..sample_order(order_id) }
@@ -25,7 +24,6 @@ pub fn delivery_of(subject: &str, delivered: u64) -> Delivery {
         stream_sequence: 7,
         delivered,
         published: datetime!(2026-11-24 08:00 UTC),
-        trace: TraceContext::root(),
     }
 }
 

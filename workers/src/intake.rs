@@ -19,12 +19,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::events::{Event, LineItem, OrderCreated, is_identifier, now};
 use crate::http::Health;
 use crate::metrics::RequestLabels;
-use crate::publish::{Stored, publish_once, trace_headers};
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::publish::{Stored, publish_once};
+use crate::trace;
 
 /// Lines in one order, at most.
 pub const MAX_ITEMS: usize = 100;
@@ -131,22 +132,27 @@ pub fn routes(jetstream: &jetstream::Context, health: &Arc<Health>) -> Router {
 }
 
 async fn create_order(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+    let span = tracing::info_span!("POST /orders", trace_id = tracing::field::Empty);
+    trace::continue_from(&span, &opentelemetry_http::HeaderExtractor(&headers));
+    create_order_in_span(&intake, &headers, &body).instrument(span).await
+}
+
+async fn create_order_in_span(intake: &Intake, headers: &HeaderMap, body: &Bytes) -> Response {
     let started = Instant::now();
-    let trace = TraceContext::continue_from(headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()));
-    let response = if !is_json(&headers) {
+    let response = if !is_json(headers) {
         let error = "orders are read as application/json only";
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(serde_json::json!({ "error": error }))).into_response()
     } else {
-        match validate(&body) {
+        match validate(body) {
             Err(invalid) => (StatusCode::BAD_REQUEST, Json(invalid)).into_response(),
-            Ok(order) => match store(&intake.jetstream, &order, &trace).await {
+            Ok(order) => match store(&intake.jetstream, &order).await {
                 Ok(Ok(accepted)) => {
                     intake.health.metrics.order_publish_duration.observe(started.elapsed().as_secs_f64());
                     (StatusCode::ACCEPTED, Json(accepted)).into_response()
                 }
                 Ok(Err(conflict)) => (StatusCode::CONFLICT, Json(conflict)).into_response(),
                 Err(error) => {
-                    tracing::warn!(order = %order.order(), trace_id = %trace.trace_id(), error = %error, "order not stored");
+                    tracing::warn!(order = %order.order(), error = %error, "order not stored");
                     let error = format!("the order could not be stored; retry with the same orderId: {error:#}");
                     (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": error }))).into_response()
                 }
@@ -165,14 +171,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Stores the order unless its customer already used its id: then the original
 /// acceptance when it is the same order, or the conflict when it is another.
-async fn store(
-    jetstream: &jetstream::Context,
-    order: &OrderCreated,
-    trace: &TraceContext,
-) -> anyhow::Result<Result<Accepted, Invalid>> {
+async fn store(jetstream: &jetstream::Context, order: &OrderCreated) -> anyhow::Result<Result<Accepted, Invalid>> {
     let payload = serde_json::to_vec(order)?;
     let subject = order.subject();
-    let ack = match publish_once(jetstream, subject.clone(), trace_headers(trace), payload.into()).await? {
+    let ack = match publish_once(jetstream, subject.clone(), async_nats::HeaderMap::new(), payload.into()).await? {
         Stored::New(ack) => ack,
         Stored::Existing => return original(jetstream, order, &subject).await,
     };

@@ -111,10 +111,10 @@ pub struct Inventory<S, P> {
 impl<S: Stock, P: Publish> Handler for Inventory<S, P> {
     type Event = Input;
 
-    async fn handle(&self, input: Input, delivery: &Delivery) -> Outcome {
+    async fn handle(&self, input: Input, _: &Delivery) -> Outcome {
         let done = match input {
-            Input::Order(order) => self.reserve(order, delivery).await,
-            Input::PaymentFailed(failed) => self.release(failed, delivery).await,
+            Input::Order(order) => self.reserve(order).await,
+            Input::PaymentFailed(failed) => self.release(failed).await,
         };
         match done {
             Ok(()) => Outcome::Ack,
@@ -124,30 +124,28 @@ impl<S: Stock, P: Publish> Handler for Inventory<S, P> {
 }
 
 impl<S: Stock, P: Publish> Inventory<S, P> {
-    async fn reserve(&self, order: OrderCreated, delivery: &Delivery) -> anyhow::Result<()> {
+    async fn reserve(&self, order: OrderCreated) -> anyhow::Result<()> {
         let key = order.order().to_string();
         let decision = self.stock.reserve(&key, &wanted(&order)).await?;
         match decision {
-            Decision::Reserved { items, at } => {
-                self.publisher.publish(&InventoryReserved::of(order, items, at), &delivery.trace).await
-            }
+            Decision::Reserved { items, at } => self.publisher.publish(&InventoryReserved::of(order, items, at)).await,
             Decision::Rejected { sku, requested, available, at } => {
                 let OrderCreated { order_id, customer_id, .. } = order;
                 let event = InventoryRejected { order_id, customer_id, sku, requested, available, rejected_at: at };
-                self.publisher.publish(&event, &delivery.trace).await
+                self.publisher.publish(&event).await
             }
             // Reserved and announced long ago, then released: nothing left to say.
             Decision::Released { .. } => Ok(()),
         }
     }
 
-    async fn release(&self, failed: PaymentFailed, delivery: &Delivery) -> anyhow::Result<()> {
+    async fn release(&self, failed: PaymentFailed) -> anyhow::Result<()> {
         let key = failed.order().to_string();
         match self.stock.release(&key).await? {
             Some(Decision::Released { items, at }) => {
                 let PaymentFailed { order_id, customer_id, .. } = failed;
                 let event = InventoryReleased { order_id, customer_id, items, released_at: at };
-                self.publisher.publish(&event, &delivery.trace).await
+                self.publisher.publish(&event).await
             }
             other => {
                 tracing::warn!(order = %key, decision = ?other, "a failed payment for an order that holds no stock");

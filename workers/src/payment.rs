@@ -63,8 +63,8 @@ impl<G, L, P> Payment<G, L, P> {
 impl<G: Gateway, L: Ledger, P: Publish> Handler for Payment<G, L, P> {
     type Event = InventoryReserved;
 
-    async fn handle(&self, reserved: InventoryReserved, delivery: &Delivery) -> Outcome {
-        match self.pay(&reserved, delivery).await {
+    async fn handle(&self, reserved: InventoryReserved, _: &Delivery) -> Outcome {
+        match self.pay(&reserved).await {
             Ok(outcome) => outcome,
             Err(error) => Outcome::from_error(&error),
         }
@@ -72,7 +72,7 @@ impl<G: Gateway, L: Ledger, P: Publish> Handler for Payment<G, L, P> {
 }
 
 impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
-    async fn pay(&self, reserved: &InventoryReserved, delivery: &Delivery) -> anyhow::Result<Outcome> {
+    async fn pay(&self, reserved: &InventoryReserved) -> anyhow::Result<Outcome> {
         let order = reserved.order().to_string();
         let (Some(amount_cents), Some(currency)) = (reserved.total_cents, reserved.currency.clone()) else {
             return Ok(Outcome::dead_letter(
@@ -81,7 +81,7 @@ impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
         };
         let (idempotency_key, since, revision) = match self.intent(&order).await? {
             Err(settled) => {
-                self.announce(reserved, settled, delivery).await?;
+                self.announce(reserved, settled).await?;
                 return Ok(Outcome::Ack);
             }
             Ok(intent) => intent,
@@ -105,7 +105,7 @@ impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
                 _ => return Ok(Outcome::retry("the ledger entry changed while the gateway answered")),
             },
         };
-        self.announce(reserved, settled, delivery).await?;
+        self.announce(reserved, settled).await?;
         Ok(Outcome::Ack)
     }
 
@@ -132,22 +132,17 @@ impl<G: Gateway, L: Ledger, P: Publish> Payment<G, L, P> {
         anyhow::bail!("the ledger entry of {order} keeps changing")
     }
 
-    async fn announce(
-        &self,
-        reserved: &InventoryReserved,
-        settled: LedgerEntry,
-        delivery: &Delivery,
-    ) -> anyhow::Result<()> {
+    async fn announce(&self, reserved: &InventoryReserved, settled: LedgerEntry) -> anyhow::Result<()> {
         let (order_id, customer_id) = (reserved.order_id.clone(), reserved.customer_id.clone());
         match settled {
             LedgerEntry::Charged { charge_id, amount_cents, currency, at } => {
                 let event =
                     PaymentCompleted { order_id, customer_id, charge_id, amount_cents, currency, charged_at: at };
-                self.publisher.publish(&event, &delivery.trace).await
+                self.publisher.publish(&event).await
             }
             LedgerEntry::Declined { reason, at } => {
                 let event = PaymentFailed { order_id, customer_id, reason, failed_at: at };
-                self.publisher.publish(&event, &delivery.trace).await
+                self.publisher.publish(&event).await
             }
             LedgerEntry::Pending { .. } => anyhow::bail!("an order without an outcome cannot be announced"),
         }

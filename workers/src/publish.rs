@@ -1,5 +1,5 @@
-//! Publishing events: to JetStream, once per subject, with the trace, and awaiting
-//! the server's acknowledgement, so "published" means stored.
+//! Publishing events: to JetStream, once per subject, in a span the message carries,
+//! awaiting the server's acknowledgement, so "published" means stored.
 
 use std::future::Future;
 
@@ -7,21 +7,22 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, publish::PublishAck};
 use async_nats::{HeaderMap, header};
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::events::Event;
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace;
 
 /// Where handlers publish to; JetStream in production, a list in unit tests.
 pub trait Publish: Send + Sync + 'static {
     /// Stores `event` on its subject, unless the subject holds an event already (an
     /// earlier attempt stored it): either way the event is there afterwards.
-    fn publish<E: Event>(&self, event: &E, trace: &TraceContext) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn publish<E: Event>(&self, event: &E) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 impl Publish for jetstream::Context {
-    async fn publish<E: Event>(&self, event: &E, trace: &TraceContext) -> anyhow::Result<()> {
+    async fn publish<E: Event>(&self, event: &E) -> anyhow::Result<()> {
         let payload = serde_json::to_vec(event)?;
-        publish_once(self, event.subject(), trace_headers(trace), payload.into()).await?;
+        publish_once(self, event.subject(), HeaderMap::new(), payload.into()).await?;
         Ok(())
     }
 }
@@ -36,7 +37,8 @@ pub enum Stored {
 }
 
 /// Publishes to `subject` only if no message is stored under it
-/// (`Nats-Expected-Last-Subject-Sequence: 0`), and waits for the server's answer.
+/// (`Nats-Expected-Last-Subject-Sequence: 0`), and waits for the server's answer; in
+/// a span of its own, whose context the message carries.
 pub async fn publish_once(
     jetstream: &jetstream::Context,
     subject: String,
@@ -44,19 +46,16 @@ pub async fn publish_once(
     payload: Bytes,
 ) -> anyhow::Result<Stored> {
     headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-    let stored = async { jetstream.publish_with_headers(subject, headers, payload).await?.await };
-    match stored.await {
+    let span = tracing::info_span!("publish", %subject);
+    let stored = async {
+        trace::inject(&mut headers);
+        jetstream.publish_with_headers(subject, headers, payload).await?.await
+    };
+    match stored.instrument(span).await {
         Ok(ack) => Ok(Stored::New(ack)),
         Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(Stored::Existing),
         Err(error) => Err(error.into()),
     }
-}
-
-/// Headers carrying the trace.
-pub fn trace_headers(trace: &TraceContext) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(TRACEPARENT, trace.to_string().as_str());
-    headers
 }
 
 #[cfg(test)]
@@ -82,7 +81,7 @@ pub mod outbox {
     }
 
     impl Publish for Outbox {
-        async fn publish<E: Event>(&self, event: &E, _trace: &TraceContext) -> anyhow::Result<()> {
+        async fn publish<E: Event>(&self, event: &E) -> anyhow::Result<()> {
             if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
                 anyhow::bail!("no JetStream responders");
             }

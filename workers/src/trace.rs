@@ -1,107 +1,140 @@
-//! W3C trace context (`traceparent`) carried in NATS headers, so one order's trace
-//! runs from the HTTP request at intake through every worker. Only the header format
-//! is implemented here; exporting spans is left to whatever collector a user runs,
-//! and the trace id is put on every log line so logs of one order can be joined.
+//! W3C trace context (`traceparent` and `tracestate`) read from and written to HTTP
+//! and NATS headers, so one order's trace runs from the HTTP request at intake through
+//! every worker as one tree. The spans are `tracing` spans; `jetway_runtime::telemetry`
+//! gives them their ids and exports them when asked to. Each span that continues a
+//! trace records its `trace_id`, so log lines of one order can be joined as well.
 
-use std::fmt;
-
-use rand::Rng;
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The header name, the same in HTTP and in NATS.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// One span's place in a trace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceContext {
-    trace_id: u128,
-    span_id: u64,
-    sampled: bool,
-}
-
-impl TraceContext {
-    /// The start of a new trace.
-    pub fn root() -> Self {
-        let mut rng = rand::rng();
-        Self { trace_id: rng.random_range(1..=u128::MAX), span_id: rng.random_range(1..=u64::MAX), sampled: true }
-    }
-
-    /// A span in the same trace whose parent is this one.
-    pub fn child(&self) -> Self {
-        Self { span_id: rand::rng().random_range(1..=u64::MAX), ..*self }
-    }
-
-    /// The child of the incoming context, or a new trace when there is none (or it
-    /// does not parse, which the spec says to treat the same way).
-    pub fn continue_from(header: Option<&str>) -> Self {
-        header.and_then(Self::parse).map_or_else(Self::root, |parent| parent.child())
-    }
-
-    /// Parses version 00 of `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`.
-    pub fn parse(header: &str) -> Option<Self> {
-        let mut parts = header.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        fn hex(s: &str, len: usize) -> Option<&str> {
-            (s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(s)
-        }
-        // Future versions may append fields; version ff is invalid.
-        if hex(version, 2)? == "ff" || (version == "00" && parts.next().is_some()) {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(hex(trace, 32)?, 16).ok().filter(|id| *id != 0)?;
-        let span_id = u64::from_str_radix(hex(span, 16)?, 16).ok().filter(|id| *id != 0)?;
-        let flags = u8::from_str_radix(hex(flags, 2)?, 16).ok()?;
-        Some(Self { trace_id, span_id, sampled: flags & 1 == 1 })
-    }
-
-    /// The trace id as 32 hex digits, as log lines carry it.
-    pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+/// Makes `span` (just created, not yet entered, with an empty `trace_id` field) a
+/// child of the span whose context `headers` carry; without one (or with one that
+/// does not parse, which the spec says to treat the same way) it starts a new trace.
+pub fn continue_from(span: &Span, headers: &impl Extractor) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(headers));
+    // Only fails for a span the telemetry layer does not see (no subscriber, as in
+    // unit tests): it then has no trace to join either.
+    let _ = span.set_parent(parent);
+    let context = span.context();
+    let span_context = opentelemetry::trace::TraceContextExt::span(&context).span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", tracing::field::display(span_context.trace_id()));
     }
 }
 
-impl fmt::Display for TraceContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+/// Puts the current span's context on `headers`, for the next process to continue.
+pub fn inject(headers: &mut async_nats::HeaderMap) {
+    let context = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Nats(headers))
+    });
+}
+
+/// The current span's context as HTTP headers, for a call to another service.
+pub fn http_headers() -> axum::http::HeaderMap {
+    let context = Span::current().context();
+    let mut headers = axum::http::HeaderMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut opentelemetry_http::HeaderInjector(&mut headers))
+    });
+    headers
+}
+
+/// NATS headers, read by the propagator.
+pub struct NatsHeaders<'a>(pub &'a async_nats::HeaderMap);
+
+impl Extractor for NatsHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|value| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
+}
+
+struct Nats<'a>(&'a mut async_nats::HeaderMap);
+
+impl Injector for Nats<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+/// No headers: a new trace.
+pub struct NoHeaders;
+
+impl Extractor for NoHeaders {
+    fn get(&self, _: &str) -> Option<&str> {
+        None
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::prelude::*;
+
     use super::*;
 
-    #[test]
-    fn a_child_keeps_the_trace_and_gets_a_new_span() {
-        let parent = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        let child = TraceContext::continue_from(Some(&parent.to_string()));
-        assert_eq!(child.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(child.span_id, parent.span_id);
-        assert!(child.sampled);
+    /// Runs `body` under a subscriber that gives spans OpenTelemetry ids, as
+    /// `jetway_runtime::telemetry::init` installs in every process.
+    fn traced<T>(body: impl FnOnce() -> T) -> T {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, body)
+    }
+
+    fn carried(incoming: &async_nats::HeaderMap) -> async_nats::HeaderMap {
+        let span = tracing::info_span!("message", trace_id = tracing::field::Empty);
+        continue_from(&span, &NatsHeaders(incoming));
+        let mut outgoing = async_nats::HeaderMap::new();
+        span.in_scope(|| inject(&mut outgoing));
+        outgoing
     }
 
     #[test]
-    fn it_round_trips_through_its_header() {
-        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-        assert_eq!(TraceContext::parse(header).unwrap().to_string(), header);
+    fn a_child_keeps_the_trace_and_its_state_and_gets_a_new_span() {
+        let mut incoming = async_nats::HeaderMap::new();
+        incoming.insert(TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        incoming.insert("tracestate", "vendor=abc,other=1");
+        let outgoing = traced(|| carried(&incoming));
+        let traceparent = outgoing.get(TRACEPARENT).unwrap().as_str();
+        assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
+        assert!(!traceparent.contains("00f067aa0ba902b7"), "{traceparent}");
+        assert!(traceparent.ends_with("-01"), "{traceparent}");
+        assert_eq!(outgoing.get("tracestate").unwrap().as_str(), "vendor=abc,other=1");
     }
 
     #[test]
-    fn invalid_headers_start_a_new_trace() {
+    fn invalid_or_missing_headers_start_a_new_trace() {
         for header in [
-            "",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            None,
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            Some("garbage"),
         ] {
-            assert_eq!(TraceContext::parse(header), None, "{header:?}");
+            let mut incoming = async_nats::HeaderMap::new();
+            if let Some(header) = header {
+                incoming.insert(TRACEPARENT, header);
+            }
+            let outgoing = traced(|| carried(&incoming));
+            let traceparent = outgoing.get(TRACEPARENT).map(|value| value.as_str().to_owned()).unwrap_or_default();
+            assert_eq!(traceparent.len(), 55, "{header:?} gave {traceparent:?}");
+            assert!(!traceparent.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{header:?} gave {traceparent:?}");
         }
-        assert_ne!(TraceContext::continue_from(Some("garbage")).trace_id(), "0".repeat(32));
-    }
-
-    #[test]
-    fn later_versions_are_read_by_their_version_00_fields() {
-        let context = TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").unwrap();
-        assert_eq!(context.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 }

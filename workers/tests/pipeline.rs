@@ -1,15 +1,17 @@
 //! The whole pipeline on a real nats-server, through its binaries: an order posted to
-//! intake is reserved, paid and audited, with one trace from the HTTP request on, and
-//! audit replays it; orders without stock are never charged, a declined charge gives
+//! intake is reserved, paid and audited, with one trace from the HTTP request on that
+//! Jaeger receives as one tree, and audit replays it; orders without stock are never charged, a declined charge gives
 //! the stock back, and intake takes each order once, forever.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use jetway_testground::jaeger::Jaeger;
 use jetway_workers::audit;
 use jetway_workers::events::event_subject;
-use jetway_workers::trace::{TRACEPARENT, TraceContext};
+use jetway_workers::trace::TRACEPARENT;
 use support::gateway::Gateway;
 use support::{EVENTUALLY, POLL, Pipeline, Worker, http_get, http_request};
 
@@ -20,15 +22,22 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
     let pipeline = Pipeline::start().await;
     let url = pipeline.nats.url();
     let gateway = Gateway::start(&[]).await;
-    let intake = Worker::spawn("intake", &url, &[]).ready().await;
-    let payment = Worker::spawn("payment", &url, &["--create-topology", "--gateway-url", &gateway.url()]).ready().await;
-    let inventory =
-        Worker::spawn("inventory", &url, &["--create-topology", "--seed-stock", "WIDGET=10,GADGET=10"]).ready().await;
-    let audit_worker = Worker::spawn("audit", &url, &["--create-topology"]).ready().await;
+    let jaeger = Jaeger::start(&jetway_testground::Tools::locate().unwrap()).await.unwrap();
+    let endpoint = jaeger.otlp_endpoint();
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let intake = Worker::spawn_with_env("intake", &url, &[], &otel).ready().await;
+    let payment_args = ["--create-topology", "--gateway-url", &gateway.url()];
+    let payment = Worker::spawn_with_env("payment", &url, &payment_args, &otel).ready().await;
+    let inventory_args = ["--create-topology", "--seed-stock", "WIDGET=10,GADGET=10"];
+    let inventory = Worker::spawn_with_env("inventory", &url, &inventory_args, &otel).ready().await;
+    let audit_worker = Worker::spawn_with_env("audit", &url, &["--create-topology"], &otel).ready().await;
     let started = time::OffsetDateTime::now_utc();
 
-    let trace = TraceContext::root();
-    let headers = [JSON, (TRACEPARENT, &trace.to_string())];
+    // The client's own span, in a trace of its own, with vendor state to carry along.
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let client_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    let headers = [JSON, (TRACEPARENT, traceparent.as_str()), ("tracestate", "shop=checkout-7")];
     let (status, body) =
         http_request("POST", &format!("http://{}/orders", intake.http), &headers, &support::order_request("o-1"))
             .await
@@ -58,11 +67,13 @@ async fn an_order_flows_through_every_worker_with_one_trace() {
 
     for stream in ["ORDERS", "PAYMENTS", "INVENTORY", "AUDIT"] {
         for message in pipeline.read_all(stream).await {
-            let header = message.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).expect("a traceparent");
-            let context = TraceContext::parse(header.as_str()).expect("a valid traceparent");
-            assert_eq!(context.trace_id(), trace.trace_id(), "{} carries the request's trace", message.subject);
+            let header = |name| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+            let carried = header(TRACEPARENT).expect("a traceparent");
+            assert_eq!(carried.get(3..35), Some(trace_id.as_str()), "{} carries the request's trace", message.subject);
+            assert_eq!(header("tracestate").as_deref(), Some("shop=checkout-7"), "{}", message.subject);
         }
     }
+    assert_one_tree(&jaeger, &trace_id, client_span).await;
 
     // A replay of a range before the order holds nothing.
     let earlier = audit::replay(&pipeline.jetstream, started - Duration::from_secs(3600), started, |record| {
@@ -224,4 +235,81 @@ async fn a_worker_started_before_nats_and_its_consumer_waits_and_then_works() {
     pipeline.wait_payment_outcomes(5).await;
     assert_eq!(gateway.stats().await.charges, 5);
     drop(payment);
+}
+
+/// One span as Jaeger's query API answers it.
+#[derive(Debug)]
+struct Span {
+    service: String,
+    name: String,
+    parent: Option<String>,
+}
+
+/// Jaeger holds the order's trace as one tree: intake's request under the client's
+/// span, each worker's handling under the publish it consumed, the gateway call
+/// under payment's handling, every span's parent in the trace.
+async fn assert_one_tree(jaeger: &Jaeger, trace_id: &str, client_span: &str) {
+    let url = format!("{}/api/traces/{trace_id}", jaeger.query_url());
+    let spans = jetway_testground::wait::until("Jaeger to hold the order's spans", EVENTUALLY, POLL, || async {
+        let (status, body) = http_get(&url).await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let spans = jaeger_spans(&serde_json::from_str(&body)?);
+        // Intake 2, inventory 2, payment 3, audit 2 per event audited.
+        Ok((spans.len() >= 13).then_some(spans))
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error:#}\nJaeger's log ends with:\n{}", jaeger.log_tail(20)));
+    let mut tree = String::new();
+    for (id, span) in &spans {
+        tree +=
+            &format!("{id} {:<17} {:<18} parent {}\n", span.service, span.name, span.parent.as_deref().unwrap_or("-"));
+    }
+    println!("the order's trace as Jaeger holds it:\n{tree}");
+    let parent = |span: &Span| span.parent.as_deref().and_then(|id| spans.get(id));
+    let of = |service: &str, name: &str| -> Vec<&Span> {
+        spans.values().filter(|span| span.service == service && span.name == name).collect()
+    };
+
+    let request = of("jetway-intake", "POST /orders");
+    assert_eq!(request.len(), 1, "{tree}");
+    assert_eq!(request[0].parent.as_deref(), Some(client_span), "intake continues the client's span\n{tree}");
+    for span in spans.values().filter(|span| !std::ptr::eq(*span, request[0])) {
+        assert!(parent(span).is_some(), "{span:?} has its parent in the trace\n{tree}");
+    }
+    let consumed_from = |service: &str| -> Vec<String> {
+        let mut publishers: Vec<_> = (of(service, "message").into_iter())
+            .map(|span| parent(span).filter(|p| p.name == "publish").map_or("?".into(), |p| p.service.clone()))
+            .collect();
+        publishers.sort();
+        publishers
+    };
+    assert_eq!(consumed_from("jetway-inventory"), ["jetway-intake"], "{tree}");
+    assert_eq!(consumed_from("jetway-payment"), ["jetway-inventory"], "{tree}");
+    assert_eq!(consumed_from("jetway-audit"), ["jetway-intake", "jetway-inventory", "jetway-payment"], "{tree}");
+    let charge = of("jetway-payment", "POST /v1/charges");
+    assert_eq!(charge.len(), 1, "{tree}");
+    assert_eq!(parent(charge[0]).map(|p| p.name.as_str()), Some("message"), "{tree}");
+}
+
+/// The spans of Jaeger's `/api/traces/{id}` answer, by span id.
+fn jaeger_spans(answer: &serde_json::Value) -> BTreeMap<String, Span> {
+    let mut spans = BTreeMap::new();
+    for trace in answer["data"].as_array().into_iter().flatten() {
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+        for span in trace["spans"].as_array().into_iter().flatten() {
+            let process = span["processID"].as_str().unwrap_or_default();
+            let parent = span["references"].as_array().into_iter().flatten().find(|r| r["refType"] == "CHILD_OF");
+            spans.insert(
+                text(&span["spanID"]),
+                Span {
+                    service: text(&trace["processes"][process]["serviceName"]),
+                    name: text(&span["operationName"]),
+                    parent: parent.map(|r| text(&r["spanID"])),
+                },
+            );
+        }
+    }
+    spans
 }

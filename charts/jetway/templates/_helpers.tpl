@@ -30,3 +30,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "jetway.externalMetricsService" -}}
 {{ include "jetway.fullname" . | trunc 46 | trimSuffix "-" }}-external-metrics
 {{- end -}}
+
+{{/* Span export over OTLP, when tracing.otlpEndpoint names a receiver. */}}
+{{- define "jetway.tracingEnv" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $.Values.tracing.sampleRatio | quote }}
+{{- end }}
+{{- end -}}

@@ -39,7 +39,7 @@ fn rfc3339(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.worker.common.log)?;
+    let _telemetry = telemetry::init(&args.worker.common.log, "jetway-audit")?;
     if let Some(Command::Replay { from, to }) = args.command {
         let client = process::connect(&args.worker.common, Default::default(), false).await?;
         let jetstream = async_nats::jetstream::new(client);

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = GatewayArgs::parse();
-    telemetry::init(&args.log)?;
+    let _telemetry = telemetry::init(&args.log, "jetway-gateway")?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     gateway::serve(args.config(), listener, shutdown::on_signals()).await
 }

@@ -17,7 +17,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.common.log)?;
+    let _telemetry = telemetry::init(&args.common.log, "jetway-intake")?;
     let stop = shutdown::on_signals();
     let process = Process::start(&args.common, stop.clone(), intake::routes).await?;
     if args.common.create_topology {

@@ -27,7 +27,7 @@ fn parse_stock(text: &str) -> Result<(String, u64), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.worker.common.log)?;
+    let _telemetry = telemetry::init(&args.worker.common.log, "jetway-inventory")?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
     let replicas = args.worker.common.replicas.into();
     let bucket = process.eventually("the stock bucket", || topology::stock(&process.jetstream, replicas)).await?;

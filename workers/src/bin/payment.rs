@@ -36,7 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(&args.worker.common.log)?;
+    let _telemetry = telemetry::init(&args.worker.common.log, "jetway-payment")?;
     let gateway = HttpGateway::new(&args.gateway_url, args.gateway_api_key.clone(), args.gateway_timeout)?;
     let process = Process::start(&args.worker.common, shutdown::on_signals(), |_, _| Default::default()).await?;
     let replicas = args.worker.common.replicas.into();

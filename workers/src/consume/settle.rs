@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::{Delivery, Handler, LoopConfig, Outcome, dead_letter, pull_backoff};
 use crate::events::Decode;
 use crate::metrics::LoopMetrics;
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace::{self, NatsHeaders, NoHeaders};
 
 /// Everything one message's task needs.
 pub(super) struct Settler {
@@ -71,8 +71,12 @@ impl Settler {
             subject = %delivery.subject,
             stream_sequence = delivery.stream_sequence,
             delivered = delivery.delivered,
-            trace_id = %delivery.trace.trace_id(),
+            trace_id = tracing::field::Empty,
         );
+        match &message.headers {
+            Some(headers) => trace::continue_from(&span, &NatsHeaders(headers)),
+            None => trace::continue_from(&span, &NoHeaders),
+        }
         async {
             let outcome = self
                 .in_progress(&message, self.handle(&*handler, &message, &delivery))
@@ -218,7 +222,7 @@ impl Settler {
             reason: error,
         };
         let mut headers = origin.headers(message.headers.as_ref());
-        headers.insert(TRACEPARENT, delivery.trace.to_string().as_str());
+        trace::inject(&mut headers);
         self.jetstream
             .publish_with_headers(self.config.dead_letter_subject.clone(), headers, message.payload.clone())
             .await?
@@ -229,13 +233,11 @@ impl Settler {
 
 pub(super) fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
     let info = message.info().ok()?;
-    let parent = message.headers.as_ref().and_then(|headers| headers.get(TRACEPARENT)).map(|value| value.as_str());
     Some(Delivery {
         subject: message.subject.to_string(),
         stream: info.stream.to_owned(),
         stream_sequence: info.stream_sequence,
         delivered: u64::try_from(info.delivered).unwrap_or(1),
         published: info.published,
-        trace: TraceContext::continue_from(parent),
     })
 }

@@ -12,8 +12,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::events::Cents;
+use crate::trace;
 
 /// A charge request; the gateway answers the same key with the same charge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,10 +101,19 @@ struct ErrorBody {
 
 impl Gateway for HttpGateway {
     async fn charge(&self, request: &ChargeRequest) -> Result<Charge, GatewayUnavailable> {
+        let span = tracing::info_span!("POST /v1/charges", order = %request.order);
+        self.charge_in_span(request).instrument(span).await
+    }
+}
+
+impl HttpGateway {
+    async fn charge_in_span(&self, request: &ChargeRequest) -> Result<Charge, GatewayUnavailable> {
         let amount = request.amount_cents.to_string();
         let currency = request.currency.to_ascii_lowercase();
         let form = [("amount", amount.as_str()), ("currency", &currency), ("metadata[order]", &request.order)];
-        let mut call = self.client.post(self.charges.clone()).header("Idempotency-Key", &request.idempotency_key);
+        let mut call = (self.client.post(self.charges.clone()))
+            .headers(trace::http_headers())
+            .header("Idempotency-Key", &request.idempotency_key);
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }

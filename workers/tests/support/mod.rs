@@ -18,9 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use jetway_testground::wait::until;
 use jetway_testground::{NatsServer, Tools};
 use jetway_workers::events::{Event, InventoryReserved};
-use jetway_workers::publish::trace_headers;
 use jetway_workers::topology;
-use jetway_workers::trace::TraceContext;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -62,9 +60,8 @@ impl Pipeline {
     pub async fn publish_events<E: Event>(&self, events: impl IntoIterator<Item = E>) {
         futures::stream::iter(events)
             .map(|event| async move {
-                let headers = trace_headers(&TraceContext::root());
                 let payload = serde_json::to_vec(&event).unwrap().into();
-                self.jetstream.publish_with_headers(event.subject(), headers, payload).await.unwrap()
+                self.jetstream.publish(event.subject(), payload).await.unwrap()
             })
             .buffered(1024)
             .for_each_concurrent(1024, |ack| async move {
@@ -176,6 +173,11 @@ pub struct Worker {
 impl Worker {
     /// Starts `jetway-<name>` against `nats_url` with `args` on a free HTTP port.
     pub fn spawn(name: &str, nats_url: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(name, nats_url, args, &[])
+    }
+
+    /// [`Worker::spawn`] with `env` added to the process's environment.
+    pub fn spawn_with_env(name: &str, nats_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let program = match name {
             "payment" => env!("CARGO_BIN_EXE_jetway-payment"),
             "inventory" => env!("CARGO_BIN_EXE_jetway-inventory"),
@@ -190,6 +192,7 @@ impl Worker {
             // Workers log warnings; JETWAY_TEST_WORKER_LOG=debug shows more.
             .env("JETWAY_LOG", std::env::var("JETWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
