@@ -139,6 +139,17 @@ fn representative_values_render_what_they_ask_for() {
     assert_eq!(env(deployment, "JETWAY_NATS_CREDS"), Some(&Value::from("/etc/jetway/nats-creds/creds")));
     assert_eq!(env(deployment, "JETWAY_NATS_TLS_CA"), Some(&Value::from("/etc/jetway/nats-tls/ca.crt")));
 
+    // Spans exported where tracing.otlpEndpoint says, and only then.
+    assert!(env(only(&template(CHART, &[]), "Deployment"), "OTEL_EXPORTER_OTLP_ENDPOINT").is_none());
+    let objects =
+        template(CHART, &["tracing.otlpEndpoint=http://collector.observability:4318", "tracing.sampleRatio=0.1"]);
+    let deployment = only(&objects, "Deployment");
+    assert_eq!(
+        env(deployment, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some(&Value::from("http://collector.observability:4318"))
+    );
+    assert_eq!(env(deployment, "OTEL_TRACES_SAMPLER_ARG"), Some(&Value::from("0.1")));
+
     // CRDs only: nothing but what crds/ holds (helm template leaves crds/ out).
     assert!(template(CHART, &["crdsOnly=true"]).is_empty());
     let output = helm(&["show", "crds", CHART]);
@@ -154,6 +165,8 @@ fn the_values_schema_refuses_bad_values_naming_them() {
         ("lagInterval=soon", "/lagInterval"),
         ("externalMetrics.certificate=vault", "/externalMetrics/certificate"),
         ("replicaCont=2", "replicaCont"),
+        ("tracing.otlpEndpoint=collector:4318", "/tracing/otlpEndpoint"),
+        ("tracing.sampleRatio=2", "/tracing/sampleRatio"),
     ];
     for (set, named) in cases {
         let output = helm(&["template", "jw", CHART, "--set", set]);
@@ -251,6 +264,15 @@ fn the_pipeline_chart_declares_the_examples_streams_and_consumers() {
     assert!(env.iter().any(|e| e["name"] == "JETWAY_GATEWAY_URL" && e["value"] == "https://api.psp.example"));
     let key = env.iter().find(|e| e["name"] == "JETWAY_GATEWAY_API_KEY").expect("the API key");
     assert_eq!(key["valueFrom"]["secretKeyRef"]["name"], "psp");
+
+    // Intake and every pool export spans to the same receiver.
+    let traced = template(PIPELINE, &["tracing.otlpEndpoint=http://jaeger.observability:4318"]);
+    let intake = of_kind(&traced, "Deployment").into_iter().find(|d| d["metadata"]["name"] == "intake").unwrap();
+    let workers = of_kind(&traced, "WorkerPool").into_iter().map(|pool| &pool["spec"]["worker"]["env"]);
+    for env in workers.chain([&intake["spec"]["template"]["spec"]["containers"][0]["env"]]) {
+        let endpoint = env.as_array().unwrap().iter().find(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT");
+        assert_eq!(endpoint.map(|e| &e["value"]), Some(&Value::from("http://jaeger.observability:4318")), "{env}");
+    }
 }
 
 #[tokio::test]

@@ -72,9 +72,14 @@ pub fn init(args: &LogArgs, service: &'static str) -> anyhow::Result<Telemetry> 
     }
     let provider = provider.build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("jetway"))
-        .with_filter(Targets::new().with_default(LevelFilter::INFO).with_target("opentelemetry", LevelFilter::OFF));
+    let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("jetway")).with_filter(
+        Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("opentelemetry", LevelFilter::OFF)
+            // Its span covers starting a reconcile, not running it: the operator's
+            // own `reconcile` span is the one exported.
+            .with_target("kube_runtime", LevelFilter::OFF),
+    );
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match args.log_format {
         LogFormat::Human => logs.boxed(),

@@ -162,8 +162,9 @@ where
         .run(
             move |object: Arc<Decoded<K>>, ctx| {
                 // kube's own "reconciling object" span covers the call, not the
-                // future: this one is the parent of everything the reconcile does.
-                let span = tracing::info_span!("reconcile", kind, object = %key(&*object));
+                // future: this one, a trace's root, is the parent of everything the
+                // reconcile does.
+                let span = tracing::info_span!(parent: None, "reconcile", kind, object = %key(&*object));
                 async move {
                     match &object.object {
                         Ok(typed) => with_finalizer(Arc::new(typed.clone()), &ctx, kind, apply, cleanup).await,

@@ -69,6 +69,10 @@ impl Jaeger {
         format!("http://{}", self.query)
     }
 
+    pub fn query_addr(&self) -> SocketAddr {
+        self.query
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         self.server.log_tail(lines)
     }

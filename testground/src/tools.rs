@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 /// The environment variable naming a directory that holds every tool.
 pub const TOOLS_DIR_ENV: &str = "JETWAY_TOOLS_DIR";
 
-/// A directory holding nats-server, etcd, kube-apiserver, kube-controller-manager,
+/// A directory holding nats-server, etcd, kube-apiserver, kube-controller-manager, jaeger,
 /// kubectl, nats and helm.
 #[derive(Clone, Debug)]
 pub struct Tools {

@@ -21,12 +21,22 @@ impl Replica {
     /// A replica that reaches Kubernetes through `kubeconfig` and NATS at `nats_url`
     /// (a test's proxies, to cut it off).
     pub fn start_through(ctx: &TestContext, kubeconfig: &Path, nats_url: &str) -> Self {
+        Self::start_with(ctx, kubeconfig, nats_url, &[])
+    }
+
+    /// A replica on the test ground with `env` added to its environment.
+    pub fn start_with_env(ctx: &TestContext, env: &[(&str, &str)]) -> Self {
+        Self::start_with(ctx, &ctx.kubeconfig, &ctx.nats_url, env)
+    }
+
+    fn start_with(ctx: &TestContext, kubeconfig: &Path, nats_url: &str, env: &[(&str, &str)]) -> Self {
         let addr = jetway_testground::wait::own_address().expect("an address");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetway"))
             .args(["run", "--namespace", &ctx.namespace, "--leader-elect-namespace", &ctx.namespace])
             .args(["--metrics-addr", &addr.to_string(), "--nats-url", nats_url, "--resync-interval", "2s"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
